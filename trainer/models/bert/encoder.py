@@ -1,0 +1,69 @@
+"""A BERT encoder in tf_keras: embeddings -> transformer blocks -> pooler.
+
+It takes and returns the same dicts as TF Hub BERT encoders, so the
+classifier, trainer and export do not care which kind they hold.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras
+
+from trainer.models.bert.embeddings import BertEmbeddings, truncated_normal
+from trainer.models.bert.transformer import TransformerBlock
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-12
+    initializer_range: float = 0.02
+
+
+class BertEncoder(tf_keras.layers.Layer):
+    """Maps {input_word_ids, input_mask, input_type_ids} to {pooled_output, sequence_output}."""
+
+    def __init__(self, config: BertConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "bert_encoder"), **kwargs)
+        self.config = config
+        self.embeddings = BertEmbeddings(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            dropout_rate=config.dropout_rate,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+        )
+        self.blocks = [
+            TransformerBlock(
+                hidden_size=config.hidden_size,
+                num_heads=config.num_heads,
+                intermediate_size=config.intermediate_size,
+                dropout_rate=config.dropout_rate,
+                attention_dropout_rate=config.attention_dropout_rate,
+                layer_norm_epsilon=config.layer_norm_epsilon,
+                initializer_range=config.initializer_range,
+                name=f"layer_{i}",
+            )
+            for i in range(config.num_layers)
+        ]
+        # Pre-trained on next-sentence prediction: tanh(W h_[CLS] + b).
+        self.pooler = tf_keras.layers.Dense(
+            config.hidden_size, activation="tanh", kernel_initializer=truncated_normal(config.initializer_range), name="pooler"
+        )
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        mask = inputs["input_mask"]
+        hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"], training=training)
+        for block in self.blocks:
+            hidden = block(hidden, mask, training=training)
+        return {"sequence_output": hidden, "pooled_output": self.pooler(hidden[:, 0])}
