@@ -1,0 +1,1 @@
+"""Named experiment configs: pass one with --config=configs/<name>.py."""

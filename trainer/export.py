@@ -1,0 +1,59 @@
+"""Exports a serving SavedModel that takes raw strings.
+
+Layout follows TF Serving: `<export_dir>/<step>/saved_model.pb`. Each version
+is written under a temporary name and renamed into place when complete, so a
+torn write is never taken for a model.
+"""
+
+import os
+import shutil
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+SIGNATURE = "serving_default"
+_TMP_PREFIX = ".tmp-"
+
+
+class ServingModule(tf.Module):
+    """Tokenizer + classifier: a 1-D batch of strings -> positive-class probabilities.
+
+    Holds the model's variables and a traced function, not the Keras model
+    itself, so the SavedModel needs neither Keras nor this project to load.
+    """
+
+    def __init__(self, tokenizer: tf.Module, model: tf_keras.Model):
+        super().__init__(name="serving")
+        self.tokenizer = tokenizer
+        self.model_variables = list(model.variables)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
+            logits = model(tokenizer(text), training=False)
+            return {"probability": tf.sigmoid(tf.cast(logits, tf.float32))}
+
+        self.serve = serve
+
+
+def export(tokenizer: tf.Module, model: tf_keras.Model, export_dir: str, version: int) -> str:
+    """Writes version `version` under `export_dir`; returns its path."""
+    final = os.path.join(export_dir, str(version))
+    tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
+    os.makedirs(export_dir, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    module = ServingModule(tokenizer, model)
+    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    logging.info("Exported serving model to %s (signature %r: text -> probability).", final, SIGNATURE)
+    return final
+
+
+def latest_export(export_dir: str) -> str | None:
+    """The highest complete version under `export_dir`, or None."""
+    if not os.path.isdir(export_dir):
+        return None
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
+    return os.path.join(export_dir, str(max(versions))) if versions else None

@@ -1,0 +1,165 @@
+r"""Fine-tunes a BERT-family encoder for text classification.
+
+Wires config -> strategy -> data -> task -> train/eval loop -> export.
+
+  python -m trainer.main --strategy=mirrored \
+      --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz
+
+Any config value can be overridden: --config.train.batch_size=64.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+import tf_keras
+
+from trainer import config as config_lib
+from trainer import export as export_lib
+from trainer import predict as predict_lib
+from trainer import strategy as strategy_lib
+from trainer.data import sources
+from trainer.models.bert.convert_hf import WeightImportError
+from trainer.models.hub_loading import HubLoadError
+from trainer.task import ClassificationTask
+from trainer.train_loop import Trainer
+
+_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
+
+config_flags.DEFINE_config_file(
+    "config",
+    os.path.join(_CONFIGS_DIR, "minilm_imdb.py"),
+    "Experiment config file (configs/*.py). Override any value with --config.<key>=<value>, "
+    "e.g. --config.train.batch_size=64.",
+    lock_config=True,
+)
+flags.DEFINE_enum("mode", "train_and_evaluate", MODES, "What to do.")
+flags.DEFINE_enum(
+    "strategy",
+    "mirrored",
+    strategy_lib.STRATEGIES,
+    "Distribution strategy: mirrored = all local GPUs (the CPU when there is none); "
+    "one_device; default = no distribution.",
+)
+flags.DEFINE_integer(
+    "num_cpu_devices", 1, "Split the CPU into this many logical devices (MirroredStrategy tests without GPUs)."
+)
+flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, summaries, metrics.json and export/ go here.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default ~/tensorflow_datasets).")
+flags.DEFINE_multi_string("text", [], "--mode=predict: a text to classify (repeatable).")
+flags.DEFINE_string("input_file", None, "--mode=predict: a file with one text per line.")
+
+FLAGS = flags.FLAGS
+
+USER_ERRORS = (
+    config_lib.ConfigError,
+    sources.DataError,
+    HubLoadError,
+    WeightImportError,
+)
+
+
+def _check_batch_sizes(config, num_replicas: int) -> None:
+    for key in ("train.batch_size", "eval.batch_size"):
+        section, name = key.split(".")
+        value = config[section][name]
+        if value % num_replicas:
+            raise config_lib.ConfigError(
+                f"--config.{key}={value} is the global batch; it must be divisible by the "
+                f"{num_replicas} replicas of --strategy={FLAGS.strategy}."
+            )
+
+
+def _export_dir() -> str:
+    return os.path.join(FLAGS.model_dir, "export")
+
+
+def _export(trainer: Trainer, task: ClassificationTask) -> str | None:
+    if not trainer.is_chief:
+        return None
+    return export_lib.export(task.build_tokenizer(), trainer.model, _export_dir(), trainer.step)
+
+
+def _restored_trainer(config, task, strategy) -> Trainer:
+    trainer = Trainer(config, task, strategy, FLAGS.model_dir)
+    if not trainer.restore():
+        raise config_lib.ConfigError(
+            f"--mode={FLAGS.mode} needs a trained model, but --model_dir={FLAGS.model_dir} has no checkpoint."
+        )
+    return trainer
+
+
+def _predict(config, task, strategy) -> None:
+    texts = list(FLAGS.text)
+    if FLAGS.input_file:
+        if not os.path.exists(FLAGS.input_file):
+            raise config_lib.ConfigError(f"--input_file={FLAGS.input_file}: no such file.")
+        texts += predict_lib.read_texts(FLAGS.input_file)
+    if not texts:
+        raise config_lib.ConfigError("--mode=predict needs --text=... or --input_file=...")
+    export_path = export_lib.latest_export(_export_dir())
+    if export_path is None:
+        logging.info("No export in %s yet: exporting the latest checkpoint.", _export_dir())
+        export_path = _export(_restored_trainer(config, task, strategy), task)
+    for text, probability in zip(texts, predict_lib.predict(export_path, texts)):
+        label = "positive" if probability >= 0.5 else "negative"
+        sys.stdout.write(f"{label}\t{probability:.4f}\t{text}\n")
+
+
+def run(config) -> None:
+    config_lib.validate(config)
+    strategy_lib.split_cpu(FLAGS.num_cpu_devices)
+    strategy = strategy_lib.create_strategy(FLAGS.strategy)
+    _check_batch_sizes(config, strategy.num_replicas_in_sync)
+    tf_keras.utils.set_random_seed(config.seed)
+    task = ClassificationTask(config)
+    logging.info(
+        "Mode %s, strategy %s with %d replica(s), global batch %d, model_dir %s.",
+        FLAGS.mode,
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        config.train.batch_size,
+        FLAGS.model_dir,
+    )
+    if FLAGS.mode == "predict":
+        _predict(config, task, strategy)
+        return
+    if FLAGS.mode == "export":
+        _export(_restored_trainer(config, task, strategy), task)
+        return
+
+    data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
+    if FLAGS.mode == "evaluate":
+        trainer = _restored_trainer(config, task, strategy)
+        split_name, examples = ("test", data.test) if data.test is not None else ("validation", data.validation)
+        trainer.write_results({split_name: trainer.evaluate(examples, split_name)})
+        return
+
+    trainer = Trainer(config, task, strategy, FLAGS.model_dir, train_size=len(data.train))
+    evaluate = FLAGS.mode == "train_and_evaluate"
+    results = {"validation": trainer.train(data.train, data.validation if evaluate else None)}
+    if evaluate and data.test is not None:
+        results["test"] = trainer.evaluate(data.test, "test")
+    trainer.write_results(results if evaluate else {})
+    _export(trainer, task)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    # TensorFlow's own INFO lines (one per all-reduce set-up) would drown the progress log.
+    tf.get_logger().setLevel("WARNING")
+    try:
+        run(FLAGS.config)
+    except USER_ERRORS as e:
+        logging.error("%s", e)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,97 @@
+"""The text-classification task: tokenizer and model from the config, loss and metrics."""
+
+import dataclasses
+import os
+
+from absl import logging
+import ml_collections
+import tensorflow as tf
+import tf_keras
+
+from trainer.config import ConfigError
+from trainer.data import tokenizers
+from trainer.models import hub_loading
+from trainer.models.bert import convert_hf
+from trainer.models.bert.encoder import BertConfig, BertEncoder
+from trainer.models.classifier import Classifier
+
+INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
+
+
+@dataclasses.dataclass
+class ClassificationTask:
+    """Builds the pieces that depend on the model config, in a fixed order."""
+
+    config: ml_collections.ConfigDict
+
+    def __post_init__(self):
+        model = self.config.model
+        self.seq_length = self.config.data.seq_length
+        if model.encoder == "bert":
+            self._pretrained_dir = convert_hf.resolve_dir(model.pretrained_dir) if model.pretrained_dir else ""
+            self._bert_config = self._native_bert_config()
+            if self.seq_length > self._bert_config.max_position_embeddings:
+                raise ConfigError(
+                    f"--config.data.seq_length={self.seq_length} exceeds the encoder's "
+                    f"{self._bert_config.max_position_embeddings} position embeddings."
+                )
+
+    def _vocab_path(self) -> str:
+        path = self.config.model.vocab_path or os.path.join(self._pretrained_dir, convert_hf.VOCAB_FILE)
+        if not tf.io.gfile.exists(path):
+            raise ConfigError(f"Vocabulary {path} not found (--config.model.vocab_path / pretrained_dir).")
+        return path
+
+    def _native_bert_config(self) -> BertConfig:
+        if self._pretrained_dir:
+            return convert_hf.load_config(self._pretrained_dir)
+        bert = self.config.model.bert
+        with tf.io.gfile.GFile(self._vocab_path()) as f:
+            vocab_size = sum(1 for _ in f)
+        return BertConfig(vocab_size=vocab_size, **bert.to_dict())
+
+    def build_tokenizer(self) -> tf.Module:
+        model = self.config.model
+        if model.encoder == "hub":
+            return tokenizers.HubPreprocessor(model.hub_preprocessor, self.seq_length)
+        return tokenizers.WordPieceTokenizer(self._vocab_path(), self.seq_length, model.lower_case)
+
+    def build_model(self) -> Classifier:
+        """Builds the classifier, its variables created and pretrained weights loaded.
+
+        Call inside `strategy.scope()` so variables are mirrored.
+        """
+        model_config = self.config.model
+        trainable = not model_config.freeze_encoder
+        if model_config.encoder == "hub":
+            encoder = hub_loading.keras_layer(model_config.hub_encoder, "--config.model.hub_encoder", trainable)
+        else:
+            encoder = BertEncoder(self._bert_config, trainable=trainable)
+        model = Classifier(encoder, model_config.head_dropout_rate)
+        model(self.dummy_inputs())
+        if model_config.encoder == "bert" and self._pretrained_dir:
+            convert_hf.load_weights(encoder, self._pretrained_dir)
+        logging.info(
+            "Model: %s encoder%s, %s parameters (%s trainable).",
+            model_config.encoder,
+            " (frozen)" if not trainable else "",
+            f"{model.count_params():,}",
+            f"{sum(int(tf.size(v)) for v in model.trainable_variables):,}",
+        )
+        return model
+
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        return {key: tf.ones([1, self.seq_length], tf.int32) for key in INPUT_KEYS}
+
+    @staticmethod
+    def per_example_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+
+    @staticmethod
+    def build_metrics(prefix: str = "") -> dict[str, tf_keras.metrics.Metric]:
+        """Loss, accuracy and ROC-AUC; create inside `strategy.scope()`."""
+        return {
+            "loss": tf_keras.metrics.Mean(name=prefix + "loss"),
+            "accuracy": tf_keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
+            "auc": tf_keras.metrics.AUC(name=prefix + "auc"),
+        }
