@@ -11,9 +11,7 @@ Any config value can be overridden: --config.train.batch_size=64.
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 import tensorflow as tf
 import tf_keras

@@ -33,9 +33,7 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
                 [d.name for d in gpus], cross_device_ops=tf.distribute.NcclAllReduce()
             )
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        logging.warning(
-            "No GPU visible: MirroredStrategy falls back to %d CPU device(s) %s.", len(cpus), cpus
-        )
+        logging.warning("No GPU visible: MirroredStrategy falls back to %d CPU device(s) %s.", len(cpus), cpus)
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.HierarchicalCopyAllReduce())
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")

@@ -6,7 +6,7 @@ pipeline, reads only its shard and batches per replica, so one code path
 serves one device, many GPUs and many workers.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -27,9 +27,7 @@ def _tokenized(dataset: tf.data.Dataset, tokenizer: Tokenizer) -> tf.data.Datase
     def tokenize(texts, labels):
         return tokenizer(texts), tf.cast(labels, tf.float32)
 
-    return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def train_dataset_fn(

@@ -13,6 +13,7 @@ import re
 import socket
 import tarfile
 import urllib.parse
+import zlib
 
 from absl import logging
 import ml_collections
@@ -129,12 +130,10 @@ def _make_examples(rows: list[tuple[str, str, int]], where: str) -> Examples:
 def _load_aclimdb(path: str) -> tuple[Examples, Examples | None]:
     """Reads aclImdb/{train,test}/{pos,neg}/*.txt from a directory or a tar archive."""
     rows: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
-    for name, read in _aclimdb_files(path):
-        match = _ACLIMDB_FILE.search(name)
-        if match:
-            split_name, polarity, stem = match.groups()
-            text = read().decode("utf-8", errors="replace")
-            rows[split_name].append((f"{split_name}/{polarity}/{stem}", text, int(polarity == "pos")))
+    for match, data in _aclimdb_files(path):
+        split_name, polarity, stem = match.groups()
+        text = data.decode("utf-8", errors="replace")
+        rows[split_name].append((f"{split_name}/{polarity}/{stem}", text, int(polarity == "pos")))
     if not rows["train"]:
         raise DataError(
             f"--config.data.path={path}: no aclImdb/train/pos/*.txt or aclImdb/train/neg/*.txt files; "
@@ -148,7 +147,7 @@ def _load_aclimdb(path: str) -> tuple[Examples, Examples | None]:
 
 
 def _aclimdb_files(path: str):
-    """Yields (name, read) for every file of a directory or tar archive."""
+    """Yields (name match, contents) for each review file of a directory or tar archive."""
     if os.path.isdir(path):
         root = os.path.abspath(path)
         # Accept both the aclImdb directory itself and its parent.
@@ -156,15 +155,18 @@ def _aclimdb_files(path: str):
         for dirpath, _, filenames in os.walk(root):
             for filename in filenames:
                 full = os.path.join(dirpath, filename)
-                rel = prefix + os.path.relpath(full, root).replace(os.sep, "/")
-                yield rel, lambda full=full: open(full, "rb").read()
+                match = _ACLIMDB_FILE.search(prefix + os.path.relpath(full, root).replace(os.sep, "/"))
+                if match:
+                    with open(full, "rb") as f:
+                        yield match, f.read()
         return
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
-                if member.isfile():
-                    yield member.name, lambda member=member: archive.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as e:
+                match = _ACLIMDB_FILE.search(member.name)
+                if match and member.isfile():
+                    yield match, archive.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise DataError(f"--config.data.path={path}: not a readable tar archive ({e}).") from e
 
 

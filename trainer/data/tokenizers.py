@@ -12,7 +12,7 @@ import tensorflow_text as tf_text
 from trainer.models import hub_loading
 
 # Reviews carry HTML line breaks ("<br />"); they are noise to WordPiece.
-_MARKUP = r"<br\s*/?>"
+_MARKUP = r"(?i)<br\s*/?>"
 
 
 def clean_text(texts: tf.Tensor) -> tf.Tensor:

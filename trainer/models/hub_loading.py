@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 import tensorflow_hub as hub
+
 # Registers the text ops that BERT preprocessing SavedModels use; loading one
 # without this import fails with "Op type not registered".
 import tensorflow_text  # noqa: F401

@@ -34,7 +34,9 @@ class BertEmbeddings(tf_keras.layers.Layer):
 
     def build(self, input_shape):
         def table(name: str, rows: int) -> tf.Variable:
-            return self.add_weight(name, shape=(rows, self.hidden_size), initializer=truncated_normal(self._initializer_range))
+            return self.add_weight(
+                name, shape=(rows, self.hidden_size), initializer=truncated_normal(self._initializer_range)
+            )
 
         self.word_embeddings = table("word_embeddings", self.vocab_size)
         self.position_embeddings = table("position_embeddings", self.max_position_embeddings)

@@ -58,7 +58,10 @@ class BertEncoder(tf_keras.layers.Layer):
         ]
         # Pre-trained on next-sentence prediction: tanh(W h_[CLS] + b).
         self.pooler = tf_keras.layers.Dense(
-            config.hidden_size, activation="tanh", kernel_initializer=truncated_normal(config.initializer_range), name="pooler"
+            config.hidden_size,
+            activation="tanh",
+            kernel_initializer=truncated_normal(config.initializer_range),
+            name="pooler",
         )
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:

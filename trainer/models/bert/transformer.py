@@ -69,7 +69,9 @@ class TransformerBlock(tf_keras.layers.Layer):
             kernel_initializer=truncated_normal(initializer_range),
             name="intermediate",
         )
-        self.output_dense = tf_keras.layers.Dense(hidden_size, kernel_initializer=truncated_normal(initializer_range), name="output")
+        self.output_dense = tf_keras.layers.Dense(
+            hidden_size, kernel_initializer=truncated_normal(initializer_range), name="output"
+        )
         self.output_dropout = tf_keras.layers.Dropout(dropout_rate)
         self.output_layer_norm = tf_keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype="float32", name="output_layer_norm"
@@ -77,7 +79,9 @@ class TransformerBlock(tf_keras.layers.Layer):
 
     def call(self, hidden: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
         attended = self.attention(hidden, mask, training=training)
-        hidden = self._residual_norm(self.attention_layer_norm, hidden, self.attention_dropout(attended, training=training))
+        hidden = self._residual_norm(
+            self.attention_layer_norm, hidden, self.attention_dropout(attended, training=training)
+        )
         transformed = self.output_dense(self.intermediate(hidden))
         return self._residual_norm(self.output_layer_norm, hidden, self.output_dropout(transformed, training=training))
 

@@ -1,0 +1,178 @@
+"""Shared fixtures: a tiny vocabulary, a tiny aclImdb tree, and runs of trainer.main.
+
+Everything is made here, in temporary directories; no test needs the real
+IMDb archive or the network.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import random
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from trainer import strategy as strategy_lib
+
+# Two logical CPUs for in-process MirroredStrategy tests; must precede TF device set-up.
+strategy_lib.split_cpu(2)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMOKE_CONFIG = str(REPO / "configs" / "smoke.py")
+
+POSITIVE_WORDS = ["good", "great", "wonderful", "excellent", "love", "brilliant", "moving", "fun"]
+NEGATIVE_WORDS = ["bad", "awful", "terrible", "boring", "hate", "dull", "weak", "mess"]
+NEUTRAL_WORDS = ["the", "a", "movie", "film", "plot", "acting", "was", "is", "this", "it", "and", "story"]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(path: pathlib.Path) -> pathlib.Path:
+    words = POSITIVE_WORDS + NEGATIVE_WORDS + NEUTRAL_WORDS
+    pieces = ["##s", "##ly", "##ing", ".", ",", "!", "<", ">", "/", "br"]
+    path.write_text("\n".join(SPECIAL_TOKENS + words + pieces) + "\n")
+    return path
+
+
+def make_review(rng: random.Random, positive: bool, length: int = 24) -> str:
+    sentiment = POSITIVE_WORDS if positive else NEGATIVE_WORDS
+    words = [rng.choice(sentiment if rng.random() < 0.35 else NEUTRAL_WORDS) for _ in range(length)]
+    words.insert(length // 2, "<br /><br />")
+    return " ".join(words).capitalize() + "."
+
+
+def write_aclimdb(root: pathlib.Path, per_class: dict[str, int], seed: int = 0) -> pathlib.Path:
+    """Writes root/aclImdb/{split}/{pos,neg}/<id>_<rating>.txt like the original archive."""
+    rng = random.Random(seed)
+    for split_name, count in per_class.items():
+        for polarity in ("pos", "neg"):
+            folder = root / "aclImdb" / split_name / polarity
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                rating = rng.randint(7, 10) if polarity == "pos" else rng.randint(1, 4)
+                (folder / f"{i}_{rating}.txt").write_text(make_review(rng, polarity == "pos"))
+    (root / "aclImdb" / "README").write_text("tiny fixture\n")
+    return root / "aclImdb"
+
+
+@pytest.fixture(scope="session")
+def vocab_path(tmp_path_factory) -> str:
+    return str(write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt"))
+
+
+@pytest.fixture(scope="session")
+def imdb_dir(tmp_path_factory) -> pathlib.Path:
+    """A tiny aclImdb tree: 80 train and 20 test reviews per class."""
+    return write_aclimdb(tmp_path_factory.mktemp("imdb"), {"train": 80, "test": 20})
+
+
+@pytest.fixture(scope="session")
+def imdb_archive(tmp_path_factory, imdb_dir) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("archive") / "aclImdb_v1.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(imdb_dir, arcname="aclImdb")
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def trainer_command(model_dir, vocab_path, data_path, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trainer.main",
+        f"--config={SMOKE_CONFIG}",
+        f"--config.model.vocab_path={vocab_path}",
+        f"--config.data.path={data_path}",
+        f"--model_dir={model_dir}",
+        *flags,
+    ]
+
+
+def run_trainer(model_dir, vocab_path, data_path, *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs trainer.main to completion; returns the process with its log in .stderr."""
+    return subprocess.run(
+        trainer_command(model_dir, vocab_path, data_path, *flags),
+        env=subprocess_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check_ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert process.returncode == 0, f"exit {process.returncode}\n{process.stderr[-4000:]}"
+    return process
+
+
+_SERVE_SCRIPT = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+texts = json.loads(sys.stdin.read())
+probabilities = serve(text=tf.constant(texts, dtype=tf.string))["probability"].numpy().tolist()
+assert not any(name == "trainer" or name.startswith("trainer.") for name in sys.modules), "project imported"
+print(json.dumps(probabilities))
+"""
+
+
+def serve_in_fresh_process(export_path, texts: list[str], cwd) -> list[float]:
+    """Probabilities from a process that imports only tensorflow and tensorflow_text."""
+    env = subprocess_env()
+    env.pop("PYTHONPATH")
+    served = subprocess.run(
+        [sys.executable, "-c", _SERVE_SCRIPT, str(export_path)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=180,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    return json.loads(served.stdout.strip().splitlines()[-1])
+
+
+def read_scalars(log_dir) -> dict[str, dict[int, float]]:
+    """TensorBoard scalars in `log_dir`'s event files: {tag: {step: value}}."""
+    import tensorflow as tf
+
+    scalars: dict[str, dict[int, float]] = {}
+    for path in sorted(pathlib.Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return scalars
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    model_dir: pathlib.Path
+    log: str
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, vocab_path, imdb_dir) -> Run:
+    """One finished MirroredStrategy run over 2 logical CPUs, shared by the read-only tests."""
+    model_dir = tmp_path_factory.mktemp("runs") / "mirrored"
+    process = check_ok(
+        run_trainer(
+            model_dir,
+            vocab_path,
+            imdb_dir,
+            "--strategy=mirrored",
+            "--num_cpu_devices=2",
+            "--config.train.steps=60",
+            "--config.train.eval_every_steps=30",
+        )
+    )
+    return Run(model_dir, process.stderr)

@@ -1,0 +1,34 @@
+"""Learning-rate schedule and decoupled weight decay."""
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from trainer import optimization
+
+
+def test_warmup_then_linear_decay():
+    schedule = optimization.WarmupLinearDecay(peak=1e-3, warmup_steps=10, total_steps=110)
+    values = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+
+
+def test_no_warmup():
+    schedule = optimization.WarmupLinearDecay(peak=1.0, warmup_steps=0, total_steps=4)
+    np.testing.assert_allclose([float(schedule(s)) for s in range(5)], [1.0, 0.75, 0.5, 0.25, 0.0])
+
+
+def test_weight_decay_skips_layer_norm_and_biases():
+    layer = tf_keras.layers.Dense(3, name="dense")
+    norm = tf_keras.layers.LayerNormalization(name="layer_norm", beta_initializer="ones")
+    norm(layer(tf.ones([1, 2])))
+    optimizer = optimization.create_optimizer(learning_rate=0.1, total_steps=10, warmup_fraction=0.0, weight_decay=0.5)
+    variables = [layer.kernel, layer.bias, norm.gamma, norm.beta]
+    layer.bias.assign(tf.ones([3]))
+    before = [v.numpy().copy() for v in variables]
+    # Zero gradients: Adam moves nothing, so any change is weight decay.
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+    after = [v.numpy() for v in variables]
+    np.testing.assert_allclose(after[0], before[0] * (1 - 0.1 * 0.5), rtol=1e-5)
+    for unchanged_before, unchanged_after in zip(before[1:], after[1:]):
+        np.testing.assert_array_equal(unchanged_before, unchanged_after)

@@ -1,0 +1,142 @@
+"""End to end through `python -m trainer.main`: train, evaluate, resume, export, predict."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.task import ClassificationTask
+
+from conftest import REPO, check_ok, read_scalars, run_trainer, serve_in_fresh_process, subprocess_env, trainer_command
+
+TEXTS = [
+    "A wonderful, brilliant film. I love it!",
+    "Awful and boring; I hate this mess.",
+    "",
+    "the plot",
+    "great " * 200,
+    "ünïcödé 映画 🎬",
+]
+
+
+def test_mirrored_run_learns_and_writes_everything(trained_run):
+    model_dir, log = trained_run.model_dir, trained_run.log
+    assert "MirroredStrategy with 2 replica(s)" in log
+    assert "global batch 8 = 4 per replica x 2 replicas" in log
+    assert "examples/s  ETA" in log
+    train = read_scalars(model_dir / "train")
+    assert {"loss", "accuracy", "auc", "learning_rate", "examples_per_second"} <= set(train)
+    losses = [train["loss"][step] for step in sorted(train["loss"])]
+    assert losses[-1] < 0.8 * losses[0], losses
+    evaluation = read_scalars(model_dir / "eval")
+    assert sorted(evaluation["accuracy"]) == [30, 60]
+    assert {"loss", "auc"} <= set(evaluation)
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["step"] == 60
+    assert metrics["validation"]["accuracy"] == pytest.approx(evaluation["accuracy"][60])
+    assert metrics["validation"]["num_examples"] == 32 and metrics["test"]["num_examples"] == 40
+    assert metrics["test"]["accuracy"] >= 0.8, metrics
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["train"]["steps"] == 60 and config["train"]["eval_every_steps"] == 30
+    assert (model_dir / "export" / "60" / "saved_model.pb").exists()
+    assert not [name for name in os.listdir(model_dir / "export") if name.startswith(".tmp")]
+
+
+def test_one_device_run_lowers_the_loss(tmp_path, vocab_path, imdb_archive):
+    check_ok(run_trainer(tmp_path, vocab_path, imdb_archive, "--strategy=one_device", "--config.train.steps=30"))
+    losses = read_scalars(tmp_path / "train")["loss"]
+    assert losses[30] < losses[5], losses
+
+
+def in_process_probabilities(model_dir, texts: list[str]) -> np.ndarray:
+    config = ml_collections.ConfigDict(json.loads((model_dir / "config.json").read_text()))
+    task = ClassificationTask(config)
+    model = task.build_model()
+    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir / "checkpoints")).expect_partial()
+    logits = model(task.build_tokenizer()(tf.constant(texts)), training=False)
+    return tf.sigmoid(logits).numpy()
+
+
+def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(trained_run, tmp_path):
+    probabilities = np.array(serve_in_fresh_process(trained_run.model_dir / "export" / "60", TEXTS, tmp_path))
+    assert probabilities.shape == (len(TEXTS),)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    np.testing.assert_allclose(probabilities, in_process_probabilities(trained_run.model_dir, TEXTS), atol=1e-5)
+    assert probabilities[0] > 0.5 > probabilities[1]
+
+
+def test_predict_prints_label_and_probability(trained_run, tmp_path, vocab_path, imdb_dir):
+    texts_file = tmp_path / "reviews.txt"
+    texts_file.write_text("Terrible, dull and weak.\n\nGreat fun, excellent acting!\n")
+    process = check_ok(
+        run_trainer(
+            trained_run.model_dir,
+            vocab_path,
+            imdb_dir,
+            "--mode=predict",
+            f"--text={TEXTS[0]}",
+            f"--input_file={texts_file}",
+        )
+    )
+    lines = [line.split("\t") for line in process.stdout.strip().splitlines()]
+    assert [line[2] for line in lines] == [TEXTS[0], "Terrible, dull and weak.", "Great fun, excellent acting!"]
+    labels = [line[0] for line in lines]
+    assert labels == ["positive", "negative", "positive"]
+    probabilities = [float(line[1]) for line in lines]
+    expected = in_process_probabilities(trained_run.model_dir, [line[2] for line in lines])
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+
+
+def test_evaluate_mode_reproduces_the_test_metrics(trained_run, tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "copy"
+    shutil.copytree(trained_run.model_dir, model_dir)
+    before = json.loads((model_dir / "metrics.json").read_text())
+    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, "--mode=evaluate", "--strategy=one_device"))
+    after = json.loads((model_dir / "metrics.json").read_text())
+    assert after["step"] == 60
+    for name in ("accuracy", "loss", "auc"):
+        assert after["test"][name] == pytest.approx(before["test"][name], abs=1e-5)
+
+
+def test_export_mode_writes_a_version_from_the_checkpoint(trained_run, tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "copy"
+    shutil.copytree(trained_run.model_dir, model_dir, ignore=shutil.ignore_patterns("export"))
+    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, "--mode=export"))
+    assert os.listdir(model_dir / "export") == ["60"]
+
+
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "run"
+    flags = (
+        "--config.train.steps=400",
+        "--config.train.checkpoint_every_steps=20",
+        "--config.train.log_every_steps=20",
+    )
+    process = subprocess.Popen(
+        trainer_command(model_dir, vocab_path, imdb_dir, *flags),
+        env=subprocess_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint_state = model_dir / "checkpoints" / "checkpoint"
+    deadline = time.time() + 240
+    while not checkpoint_state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    killed_at = int(tf.train.latest_checkpoint(model_dir / "checkpoints").rsplit("-", 1)[1])
+    assert 0 < killed_at < 400
+    assert not (model_dir / "metrics.json").exists()
+
+    resumed = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *flags))
+    assert f"resuming at step {killed_at}." in resumed.stderr
+    assert f"Training steps {killed_at}..400" in resumed.stderr
+    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 400
