@@ -18,10 +18,13 @@ def data_config(**values):
     return config
 
 
-@pytest.mark.parametrize("fixture", ["imdb_dir", "imdb_archive"])
-def test_aclimdb_directory_and_archive_read_the_same(request, fixture):
-    path = request.getfixturevalue(fixture)
-    splits = sources.load_splits(data_config(path=str(path)), seed=1)
+def test_aclimdb_directory_and_archive_read_the_same(imdb_dir, imdb_archive):
+    splits = sources.load_splits(data_config(path=str(imdb_dir)), seed=1)
+    from_archive = sources.load_splits(data_config(path=str(imdb_archive)), seed=1)
+    for name in ("train", "validation", "test"):
+        a, b = getattr(splits, name), getattr(from_archive, name)
+        assert list(a.ids) == list(b.ids) and list(a.texts) == list(b.texts)
+        np.testing.assert_array_equal(a.labels, b.labels)
     assert len(splits.train) + len(splits.validation) == 160
     assert len(splits.validation) == 32  # 20% held out
     assert len(splits.test) == 40
@@ -58,7 +61,7 @@ def test_csv_and_jsonl(tmp_path):
     csv_path = tmp_path / "reviews.csv"
     csv_path.write_text('review,sentiment\n"Great, fun film",1\nDull mess,0\nLoved it,1\nBoring,0\nOk fine,1\n')
     jsonl_path = tmp_path / "reviews.jsonl"
-    rows = [{"review": f"text {i}", "sentiment": i % 2} for i in range(5)]
+    rows = [{"review": f"text {i}", "sentiment": (i + 1) % 2} for i in range(5)]
     jsonl_path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     for path in (csv_path, jsonl_path):
         config = data_config(path=str(path), text_column="review", label_column="sentiment", validation_fraction=0.4)

@@ -7,14 +7,20 @@ import signal
 import subprocess
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.task import ClassificationTask
-
-from conftest import REPO, check_ok, read_scalars, run_trainer, serve_in_fresh_process, subprocess_env, trainer_command
+from conftest import (
+    REPO,
+    check_ok,
+    in_process_probabilities,
+    read_scalars,
+    run_trainer,
+    serve_in_fresh_process,
+    subprocess_env,
+    trainer_command,
+)
 
 TEXTS = [
     "A wonderful, brilliant film. I love it!",
@@ -38,6 +44,8 @@ def test_mirrored_run_learns_and_writes_everything(trained_run):
     evaluation = read_scalars(model_dir / "eval")
     assert sorted(evaluation["accuracy"]) == [30, 60]
     assert {"loss", "auc"} <= set(evaluation)
+    # Test-set results have their own run, so they never overwrite validation points.
+    assert sorted(read_scalars(model_dir / "eval_test")["accuracy"]) == [60]
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["step"] == 60
     assert metrics["validation"]["accuracy"] == pytest.approx(evaluation["accuracy"][60])
@@ -53,15 +61,6 @@ def test_one_device_run_lowers_the_loss(tmp_path, vocab_path, imdb_archive):
     check_ok(run_trainer(tmp_path, vocab_path, imdb_archive, "--strategy=one_device", "--config.train.steps=30"))
     losses = read_scalars(tmp_path / "train")["loss"]
     assert losses[30] < losses[5], losses
-
-
-def in_process_probabilities(model_dir, texts: list[str]) -> np.ndarray:
-    config = ml_collections.ConfigDict(json.loads((model_dir / "config.json").read_text()))
-    task = ClassificationTask(config)
-    model = task.build_model()
-    tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir / "checkpoints")).expect_partial()
-    logits = model(task.build_tokenizer()(tf.constant(texts)), training=False)
-    return tf.sigmoid(logits).numpy()
 
 
 def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(trained_run, tmp_path):
@@ -132,7 +131,9 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, 
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-    killed_at = int(tf.train.latest_checkpoint(model_dir / "checkpoints").rsplit("-", 1)[1])
+    latest = tf.train.latest_checkpoint(model_dir / "checkpoints")
+    assert latest, "no checkpoint was written before the kill"
+    killed_at = int(latest.rsplit("-", 1)[1])
     assert 0 < killed_at < 400
     assert not (model_dir / "metrics.json").exists()
 

@@ -109,6 +109,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("--config.train.epochs and --config.train.steps are both 0: set one.")
     if config.train.learning_rate <= 0:
         raise ConfigError(f"--config.train.learning_rate={config.train.learning_rate}: must be > 0.")
+    if config.train.clip_norm <= 0:
+        raise ConfigError(f"--config.train.clip_norm={config.train.clip_norm}: must be > 0.")
     for key in ("data.validation_fraction", "train.warmup_fraction"):
         if not 0 <= _get(config, key) < 1:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be in [0, 1).")

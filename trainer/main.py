@@ -77,10 +77,10 @@ def _export_dir() -> str:
     return os.path.join(FLAGS.model_dir, "export")
 
 
-def _export(trainer: Trainer, task: ClassificationTask) -> str | None:
+def _export(trainer: Trainer) -> str | None:
     if not trainer.is_chief:
         return None
-    return export_lib.export(task.build_tokenizer(), trainer.model, _export_dir(), trainer.step)
+    return export_lib.export(trainer.tokenizer, trainer.model, _export_dir(), trainer.step)
 
 
 def _restored_trainer(config, task, strategy) -> Trainer:
@@ -103,7 +103,7 @@ def _predict(config, task, strategy) -> None:
     export_path = export_lib.latest_export(_export_dir())
     if export_path is None:
         logging.info("No export in %s yet: exporting the latest checkpoint.", _export_dir())
-        export_path = _export(_restored_trainer(config, task, strategy), task)
+        export_path = _export(_restored_trainer(config, task, strategy))
     for text, probability in zip(texts, predict_lib.predict(export_path, texts)):
         label = "positive" if probability >= 0.5 else "negative"
         sys.stdout.write(f"{label}\t{probability:.4f}\t{text}\n")
@@ -128,7 +128,7 @@ def run(config) -> None:
         _predict(config, task, strategy)
         return
     if FLAGS.mode == "export":
-        _export(_restored_trainer(config, task, strategy), task)
+        _export(_restored_trainer(config, task, strategy))
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
@@ -144,7 +144,20 @@ def run(config) -> None:
     if evaluate and data.test is not None:
         results["test"] = trainer.evaluate(data.test, "test")
     trainer.write_results(results if evaluate else {})
-    _export(trainer, task)
+    _export(trainer)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line message (no traceback) for every bad flag.
+
+    ml_collections raises plain Python errors for config overrides it rejects
+    (an unknown key, a value of the wrong type), which absl would let through.
+    """
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.\n")
+        sys.exit(2)
 
 
 def main(argv: list[str]) -> None:
@@ -160,4 +173,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

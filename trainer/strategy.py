@@ -23,8 +23,9 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
     """Returns the strategy for --strategy=`name`.
 
     `mirrored` uses every visible GPU with NCCL all-reduce; without a GPU it
-    falls back to all logical CPU devices with hierarchical-copy reduction
-    (NCCL has no CPU kernel).
+    falls back to all logical CPU devices, reducing on one of them: NCCL has
+    no CPU kernel, and hierarchical copy assumes an even device count (with
+    an odd one it leaves a replica's gradients out).
     """
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
@@ -34,7 +35,7 @@ def create_strategy(name: str) -> tf.distribute.Strategy:
             )
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         logging.warning("No GPU visible: MirroredStrategy falls back to %d CPU device(s) %s.", len(cpus), cpus)
-        return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.HierarchicalCopyAllReduce())
+        return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "default":

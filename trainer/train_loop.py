@@ -73,8 +73,9 @@ class Trainer:
             max_to_keep=train.keep_checkpoints,
             step_counter=self.optimizer.iterations,
         )
+        self.tokenizer = task.build_tokenizer()
         self._train_writer = self._summary_writer("train")
-        self._eval_writer = self._summary_writer("eval")
+        self._eval_writers: dict[str, tf.summary.SummaryWriter] = {}
         self._train_loop_fn = self._make_train_loop()
         self._eval_step_fn = self._make_eval_step()
 
@@ -83,6 +84,7 @@ class Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def _summary_writer(self, name: str) -> tf.summary.SummaryWriter:
+        """Summaries of `name` go to model_dir/name; only the chief writes them."""
         if self.is_chief:
             return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
         return tf.summary.create_noop_writer()
@@ -172,7 +174,7 @@ class Trainer:
         )
         dataset = self.strategy.distribute_datasets_from_function(
             pipeline.train_dataset_fn(
-                train_examples, self.task.build_tokenizer(), self.global_batch_size, self.config.seed, start_step
+                train_examples, self.tokenizer, self.global_batch_size, self.config.seed, start_step
             )
         )
         iterator = iter(dataset)
@@ -193,8 +195,10 @@ class Trainer:
                 window_start, window_step = time.time(), step
             if step % config.checkpoint_every_steps == 0 and step < self.total_steps:
                 self._save_checkpoint()
+                window_start, window_step = time.time(), step  # examples/s counts training only
             if validation_examples is not None and eval_every and step % eval_every == 0 and step < self.total_steps:
                 self.evaluate(validation_examples, "validation")
+                window_start, window_step = time.time(), step
 
     def _log_train(self, step: int, examples_per_second: float, elapsed: float, start_step: int) -> None:
         results = {name: float(metric.result()) for name, metric in self.train_metrics.items()}
@@ -232,7 +236,7 @@ class Trainer:
             metric.reset_state()
         eval_batch_size = self.config.eval.batch_size
         dataset = self.strategy.distribute_datasets_from_function(
-            pipeline.eval_dataset_fn(examples, self.task.build_tokenizer(), eval_batch_size)
+            pipeline.eval_dataset_fn(examples, self.tokenizer, eval_batch_size)
         )
         num_batches = -(-len(examples) // eval_batch_size)
         start = time.time()
@@ -249,18 +253,32 @@ class Trainer:
             "  ".join(f"{k} {v:.4f}" for k, v in results.items() if k != "num_examples"),
             len(examples) / max(time.time() - start, 1e-9),
         )
-        with self._eval_writer.as_default(step=self.step):
+        # Validation curves in model_dir/eval; other splits (test) in eval_<split>.
+        run_name = "eval" if split_name == "validation" else f"eval_{split_name}"
+        if run_name not in self._eval_writers:
+            self._eval_writers[run_name] = self._summary_writer(run_name)
+        writer = self._eval_writers[run_name]
+        with writer.as_default(step=self.step):
             for name, value in results.items():
                 if name != "num_examples":
                     tf.summary.scalar(name, value)
-        self._eval_writer.flush()
+        writer.flush()
         return results
 
     def write_results(self, metrics: dict[str, dict[str, float]]) -> None:
-        """Saves final metrics and the resolved config beside the checkpoints (chief only)."""
+        """Adds final metrics of each split to metrics.json and saves the resolved config (chief only).
+
+        Splits not in `metrics` keep their earlier results, so --mode=evaluate
+        on the test split leaves the validation results in place.
+        """
         if not self.is_chief:
             return
-        write_json_atomically(os.path.join(self.model_dir, METRICS_FILE), {"step": self.step, **metrics})
+        path = os.path.join(self.model_dir, METRICS_FILE)
+        previous = {}
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                previous = json.load(f)
+        write_json_atomically(path, {**previous, **metrics, "step": self.step})
         write_json_atomically(os.path.join(self.model_dir, CONFIG_FILE), self.config.to_dict())
 
 

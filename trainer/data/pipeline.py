@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from trainer.data.sources import Examples
+from trainer.data.sources import DataError, Examples
 
 Tokenizer = Callable[[tf.Tensor], dict[str, tf.Tensor]]
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
@@ -41,7 +41,7 @@ def train_dataset_fn(
     num_examples = len(examples)
     per_epoch = steps_per_epoch(num_examples, global_batch_size)
     if per_epoch == 0:
-        raise ValueError(
+        raise DataError(
             f"{num_examples} training examples do not fill one global batch of {global_batch_size} "
             "(--config.train.batch_size)."
         )
@@ -49,7 +49,8 @@ def train_dataset_fn(
     kept_per_epoch = per_epoch * global_batch_size
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        texts = tf.constant(examples.texts.astype(str))
+        # A list, not a fixed-width numpy str array: that would pad every review to the longest.
+        texts = tf.constant(examples.texts.tolist())
         labels = tf.constant(examples.labels)
         batch_size = context.get_per_replica_batch_size(global_batch_size)
 
@@ -69,7 +70,10 @@ def train_dataset_fn(
         batches = indices.batch(batch_size, drop_remainder=True).map(
             lambda i: (tf.gather(texts, i), tf.gather(labels, i))
         )
-        return _tokenized(batches, tokenizer)
+        # Endless: tells tf.distribute that no replica can run out of data mid-step.
+        return _tokenized(batches, tokenizer).apply(
+            tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
+        )
 
     return dataset_fn
 
@@ -79,7 +83,7 @@ def eval_dataset_fn(examples: Examples, tokenizer: Tokenizer, global_batch_size:
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch_size = context.get_per_replica_batch_size(global_batch_size)
-        dataset = tf.data.Dataset.from_tensor_slices((examples.texts.astype(str), examples.labels))
+        dataset = tf.data.Dataset.from_tensor_slices((examples.texts.tolist(), examples.labels))
         dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id).batch(batch_size)
         return _tokenized(dataset, tokenizer)
 

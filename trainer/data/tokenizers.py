@@ -9,6 +9,7 @@ Both kinds map a 1-D batch of strings to the BERT input dict:
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from trainer.config import ConfigError
 from trainer.models import hub_loading
 
 # Reviews carry HTML line breaks ("<br />"); they are noise to WordPiece.
@@ -28,7 +29,7 @@ class WordPieceTokenizer(tf.Module):
             vocab = [line.rstrip("\n") for line in f]
         missing = [t for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]") if t not in vocab]
         if missing:
-            raise ValueError(f"Vocabulary {vocab_path} lacks the special token(s) {missing}.")
+            raise ConfigError(f"Vocabulary {vocab_path} lacks the special token(s) {missing}.")
         self.vocab_size = len(vocab)
         self.seq_length = seq_length
         self._cls_id = vocab.index("[CLS]")
@@ -45,7 +46,9 @@ class WordPieceTokenizer(tf.Module):
         ids, type_ids = tf_text.combine_segments([token_ids], self._cls_id, self._sep_id)
         word_ids, mask = tf_text.pad_model_inputs(ids, self.seq_length, pad_value=self._pad_id)
         type_ids, _ = tf_text.pad_model_inputs(type_ids, self.seq_length)
-        return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
+        return _with_static_length(
+            {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}, self.seq_length
+        )
 
 
 class HubPreprocessor(tf.Module):
@@ -59,4 +62,10 @@ class HubPreprocessor(tf.Module):
     def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         tokens = self._preprocessor.tokenize(clean_text(texts))
         inputs = self._preprocessor.bert_pack_inputs([tokens], seq_length=self.seq_length)
-        return {key: tf.cast(value, tf.int32) for key, value in inputs.items()}
+        return _with_static_length({key: tf.cast(value, tf.int32) for key, value in inputs.items()}, self.seq_length)
+
+
+def _with_static_length(inputs: dict[str, tf.Tensor], seq_length: int) -> dict[str, tf.Tensor]:
+    # A static sequence length lets tf.distribute build well-formed empty batches
+    # for idle replicas at the end of evaluation, and XLA compile once.
+    return {key: tf.ensure_shape(value, [None, seq_length]) for key, value in inputs.items()}

@@ -1,0 +1,40 @@
+"""The distributed loop in-process: MirroredStrategy over 2 logical CPUs."""
+
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import smoke
+from trainer import strategy as strategy_lib
+from trainer.data.sources import Examples
+from trainer.task import ClassificationTask
+from trainer.train_loop import Trainer
+
+from conftest import make_review
+
+
+def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vocab_path):
+    config = smoke.get_config()
+    config.model.vocab_path = vocab_path
+    config.eval.batch_size = 4
+    strategy = strategy_lib.create_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path))
+    rng = random.Random(0)
+    labels = np.array([i % 2 for i in range(13)], dtype=np.int32)
+    # 13 examples, 2 per replica: the last step leaves one replica without data.
+    data = Examples(
+        texts=np.array([make_review(rng, bool(label)) for label in labels], dtype=object),
+        labels=labels,
+        ids=np.array([str(i) for i in range(13)], dtype=object),
+    )
+    results = trainer.evaluate(data, "validation")
+
+    logits = trainer.model(trainer.tokenizer(tf.constant(data.texts.tolist())), training=False)
+    probabilities = tf.sigmoid(logits).numpy()
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels.astype(np.float32), logits=logits).numpy()
+    assert results["num_examples"] == 13
+    assert results["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == labels))
+    assert results["loss"] == pytest.approx(loss.mean(), rel=1e-5)
