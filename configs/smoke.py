@@ -18,7 +18,7 @@ def get_config():
     config.data.seq_length = 32
     config.train.batch_size = 8
     config.train.steps = 20
-    config.train.learning_rate = 1e-3
+    config.train.learning_rate = 3e-3
     config.train.log_every_steps = 5
     config.train.checkpoint_every_steps = 10
     config.eval.batch_size = 8

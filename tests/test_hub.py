@@ -101,14 +101,15 @@ def test_train_and_export_with_a_hub_encoder(hub_models, tmp_path, vocab_path, i
             "--config.model.encoder=hub",
             f"--config.model.hub_encoder={encoder}",
             f"--config.model.hub_preprocessor={preprocessor}",
-            "--config.train.steps=40",
+            "--config.train.steps=60",
             "--config.train.log_every_steps=10",
         )
     )
     losses = read_scalars(tmp_path / "train")["loss"]
-    assert losses[40] < losses[10], losses
+    assert losses[60] < 0.9 * losses[10], losses
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test"]["num_examples"] == 40
+    assert metrics["test"]["accuracy"] >= 0.8, metrics
     texts = ["great fun", "awful mess", ""]
-    served = serve_in_fresh_process(tmp_path / "export" / "40", texts, tmp_path)
+    served = serve_in_fresh_process(tmp_path / "export" / "60", texts, tmp_path)
     np.testing.assert_allclose(served, in_process_probabilities(tmp_path, texts), atol=1e-5)
