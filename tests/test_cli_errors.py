@@ -1,10 +1,12 @@
 """Bad input stops trainer.main early with a message naming the flag, file or value."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_trainer
+from conftest import REPO, run_trainer, subprocess_env
 
 CASES = {
     "unknown config key": (["--config.train.batch_sise=3"], r"batch_sise"),
@@ -44,6 +46,21 @@ def test_bad_flags_fail_with_a_named_cause(case, tmp_path, vocab_path, imdb_dir)
     process = run_trainer(tmp_path / "run", vocab_path, imdb_dir, *flags)
     assert process.returncode != 0
     assert re.search(message, process.stderr), process.stderr[-3000:]
+    assert "Traceback" not in process.stderr
+
+
+def test_unknown_key_in_the_default_config_is_named_without_a_traceback(tmp_path):
+    # Without --config, ml_collections applies overrides while the flag is defined.
+    process = subprocess.run(
+        [sys.executable, "-m", "trainer.main", "--config.train.batch_sise=3", f"--model_dir={tmp_path}"],
+        env=subprocess_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 2
+    assert "unknown config key 'batch_sise'" in process.stderr and 'Did you mean "batch_size"' in process.stderr
     assert "Traceback" not in process.stderr
 
 

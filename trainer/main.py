@@ -29,13 +29,31 @@ from trainer.train_loop import Trainer
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
 
-config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(_CONFIGS_DIR, "minilm_imdb.py"),
-    "Experiment config file (configs/*.py). Override any value with --config.<key>=<value>, "
-    "e.g. --config.train.batch_size=64.",
-    lock_config=True,
-)
+# Python errors that ml_collections raises for a --config.* override it rejects
+# (an unknown key, a value of the wrong type); absl would let them through as tracebacks.
+_CONFIG_OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError)
+
+
+def _exit_with_flag_error(error: Exception) -> None:
+    # ml_collections wraps a KeyError for an unknown key in an AttributeError.
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]
+    message = f"unknown config key {error.args[0]}" if isinstance(error, KeyError) and error.args else str(error)
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --help to see the flags.\n")
+    sys.exit(2)
+
+
+try:
+    config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(_CONFIGS_DIR, "minilm_imdb.py"),
+        "Experiment config file (configs/*.py). Override any value with --config.<key>=<value>, "
+        "e.g. --config.train.batch_size=64. Every key, its default and meaning: trainer/config.py.",
+        lock_config=True,
+    )
+except _CONFIG_OVERRIDE_ERRORS as e:
+    # Without --config, ml_collections applies the overrides to the default config right here.
+    _exit_with_flag_error(e)
 flags.DEFINE_enum("mode", "train_and_evaluate", MODES, "What to do.")
 flags.DEFINE_enum(
     "strategy",
@@ -148,16 +166,11 @@ def run(config) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line message (no traceback) for every bad flag.
-
-    ml_collections raises plain Python errors for config overrides it rejects
-    (an unknown key, a value of the wrong type), which absl would let through.
-    """
+    """absl's flag parsing, with a one-line message (no traceback) for every bad flag."""
     try:
         return FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-        sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.\n")
-        sys.exit(2)
+    except (flags.Error, *_CONFIG_OVERRIDE_ERRORS) as e:
+        _exit_with_flag_error(e)
 
 
 def main(argv: list[str]) -> None:
