@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from configs import smoke
 from trainer import strategy as strategy_lib
-from trainer.data.sources import Examples
+from trainer.data.sources import Examples, load_splits
 from trainer.task import ClassificationTask
 from trainer.train_loop import Trainer
 
@@ -38,3 +38,25 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
     assert results["num_examples"] == 13
     assert results["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == labels))
     assert results["loss"] == pytest.approx(loss.mean(), rel=1e-5)
+
+
+def test_frozen_encoder_trains_only_the_head(tmp_path, vocab_path, imdb_dir):
+    config = smoke.get_config()
+    config.model.vocab_path = vocab_path
+    config.model.freeze_encoder = True
+    config.data.path = str(imdb_dir)
+    config.train.steps = 3
+    strategy = strategy_lib.create_strategy("one_device")
+    trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path), train_size=128)
+    assert [v.name for v in trainer.model.trainable_variables] == [
+        "classifier/logit/kernel:0",
+        "classifier/logit/bias:0",
+    ]
+    encoder_before = [v.numpy().copy() for v in trainer.model.encoder.variables]
+    head_before = trainer.model.logit.kernel.numpy().copy()
+    splits = load_splits(config.data, config.seed)
+    trainer.train(splits.train, None)
+    assert trainer.step == 3
+    for before, variable in zip(encoder_before, trainer.model.encoder.variables):
+        np.testing.assert_array_equal(before, variable.numpy())
+    assert not np.array_equal(head_before, trainer.model.logit.kernel.numpy())
