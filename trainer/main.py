@@ -157,11 +157,13 @@ def run(config) -> None:
         return
 
     trainer = Trainer(config, task, strategy, FLAGS.model_dir, train_size=len(data.train))
-    evaluate = FLAGS.mode == "train_and_evaluate"
-    results = {"validation": trainer.train(data.train, data.validation if evaluate else None)}
-    if evaluate and data.test is not None:
-        results["test"] = trainer.evaluate(data.test, "test")
-    trainer.write_results(results if evaluate else {})
+    if FLAGS.mode == "train":
+        trainer.train(data.train, None)
+    else:
+        results = {"validation": trainer.train(data.train, data.validation)}
+        if data.test is not None:
+            results["test"] = trainer.evaluate(data.test, "test")
+        trainer.write_results(results)
     _export(trainer)
 
 

@@ -150,6 +150,9 @@ class Trainer:
 
     def train(self, train_examples: Examples, validation_examples: Examples | None) -> dict[str, float]:
         """Trains to `total_steps` from the latest checkpoint; returns final eval metrics."""
+        if self.is_chief:
+            tf.io.gfile.makedirs(self.model_dir)
+            write_json_atomically(os.path.join(self.model_dir, CONFIG_FILE), self.config.to_dict())
         start_step = self.restore()
         if start_step >= self.total_steps:
             logging.info("Checkpoint is at step %d of %d: training is complete.", start_step, self.total_steps)
@@ -266,7 +269,7 @@ class Trainer:
         return results
 
     def write_results(self, metrics: dict[str, dict[str, float]]) -> None:
-        """Adds final metrics of each split to metrics.json and saves the resolved config (chief only).
+        """Adds final metrics of each split to metrics.json (chief only).
 
         Splits not in `metrics` keep their earlier results, so --mode=evaluate
         on the test split leaves the validation results in place.
@@ -279,7 +282,6 @@ class Trainer:
             with tf.io.gfile.GFile(path) as f:
                 previous = json.load(f)
         write_json_atomically(path, {**previous, **metrics, "step": self.step})
-        write_json_atomically(os.path.join(self.model_dir, CONFIG_FILE), self.config.to_dict())
 
 
 def _next_multiple(step: int, every: int) -> int:
