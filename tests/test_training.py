@@ -112,6 +112,15 @@ def test_export_mode_writes_a_version_from_the_checkpoint(trained_run, tmp_path,
     assert os.listdir(model_dir / "export") == ["60"]
 
 
+def test_a_checkpoint_of_another_model_is_refused_with_a_clear_message(trained_run, tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "copy"
+    shutil.copytree(trained_run.model_dir, model_dir)
+    process = run_trainer(model_dir, vocab_path, imdb_dir, "--config.model.bert.hidden_size=16")
+    assert process.returncode == 2
+    assert "does not fit the configured model" in process.stderr and "Use a new --model_dir" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
 def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = (

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from trainer import optimization
 from trainer import strategy as strategy_lib
+from trainer.config import ConfigError
 from trainer.data import pipeline
 from trainer.data.sources import Examples
 from trainer.task import ClassificationTask
@@ -93,7 +94,14 @@ class Trainer:
         """Restores the latest checkpoint in `model_dir`, if any; returns the step."""
         latest = self.checkpoint_manager.latest_checkpoint
         if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+                raise ConfigError(
+                    f"--model_dir={self.model_dir} holds {latest}, which does not fit the configured model "
+                    f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
+                    f"with ({CONFIG_FILE} there)."
+                ) from e
             logging.info("Restored %s: resuming at step %d.", latest, self.step)
         else:
             logging.info("No checkpoint in %s: starting from step 0.", self.checkpoint_manager.directory)
