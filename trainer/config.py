@@ -135,6 +135,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def validate_batch_sizes(config: ml_collections.ConfigDict, num_replicas: int, strategy_flag: str) -> None:
+    """Global batches must split evenly over the replicas; raises ConfigError."""
+    for key in ("train.batch_size", "eval.batch_size"):
+        if _get(config, key) % num_replicas:
+            raise ConfigError(
+                f"--config.{key}={_get(config, key)} is the global batch; it must be divisible by the "
+                f"{num_replicas} replicas of {strategy_flag}."
+            )
+
+
 def _get(config: ml_collections.ConfigDict, dotted_key: str):
     value = config
     for part in dotted_key.split("."):

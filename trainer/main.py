@@ -80,17 +80,6 @@ USER_ERRORS = (
 )
 
 
-def _check_batch_sizes(config, num_replicas: int) -> None:
-    for key in ("train.batch_size", "eval.batch_size"):
-        section, name = key.split(".")
-        value = config[section][name]
-        if value % num_replicas:
-            raise config_lib.ConfigError(
-                f"--config.{key}={value} is the global batch; it must be divisible by the "
-                f"{num_replicas} replicas of --strategy={FLAGS.strategy}."
-            )
-
-
 def _export_dir() -> str:
     return os.path.join(FLAGS.model_dir, "export")
 
@@ -131,7 +120,7 @@ def run(config) -> None:
     config_lib.validate(config)
     strategy_lib.split_cpu(FLAGS.num_cpu_devices)
     strategy = strategy_lib.create_strategy(FLAGS.strategy)
-    _check_batch_sizes(config, strategy.num_replicas_in_sync)
+    config_lib.validate_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
     tf_keras.utils.set_random_seed(config.seed)
     task = ClassificationTask(config)
     logging.info(

@@ -88,10 +88,20 @@ class ClassificationTask:
         return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
 
     @staticmethod
-    def build_metrics(prefix: str = "") -> dict[str, tf_keras.metrics.Metric]:
+    def build_metrics() -> dict[str, tf_keras.metrics.Metric]:
         """Loss, accuracy and ROC-AUC; create inside `strategy.scope()`."""
         return {
-            "loss": tf_keras.metrics.Mean(name=prefix + "loss"),
-            "accuracy": tf_keras.metrics.BinaryAccuracy(name=prefix + "accuracy"),
-            "auc": tf_keras.metrics.AUC(name=prefix + "auc"),
+            "loss": tf_keras.metrics.Mean(name="loss"),
+            "accuracy": tf_keras.metrics.BinaryAccuracy(name="accuracy"),
+            "auc": tf_keras.metrics.AUC(name="auc"),
         }
+
+    @staticmethod
+    def update_metrics(
+        metrics: dict[str, tf_keras.metrics.Metric], labels: tf.Tensor, logits: tf.Tensor, per_example_loss: tf.Tensor
+    ) -> None:
+        """Adds one batch to metrics from `build_metrics`."""
+        metrics["loss"].update_state(per_example_loss)
+        probabilities = tf.sigmoid(logits)
+        metrics["accuracy"].update_state(labels, probabilities)
+        metrics["auc"].update_state(labels, probabilities)

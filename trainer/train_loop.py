@@ -126,10 +126,7 @@ class Trainer:
             gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)
             gradients, _ = tf.clip_by_global_norm(gradients, clip_norm)
             optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
-            metrics["loss"].update_state(per_example_loss)
-            probabilities = tf.sigmoid(logits)
-            metrics["accuracy"].update_state(labels, probabilities)
-            metrics["auc"].update_state(labels, probabilities)
+            task.update_metrics(metrics, labels, logits, per_example_loss)
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -143,10 +140,7 @@ class Trainer:
 
         def step_fn(features, labels):
             logits = model(features, training=False)
-            metrics["loss"].update_state(task.per_example_loss(labels, logits))
-            probabilities = tf.sigmoid(logits)
-            metrics["accuracy"].update_state(labels, probabilities)
-            metrics["auc"].update_state(labels, probabilities)
+            task.update_metrics(metrics, labels, logits, task.per_example_loss(labels, logits))
 
         @tf.function
         def eval_step(inputs):
@@ -191,24 +185,27 @@ class Trainer:
         iterator = iter(dataset)
         step = start_step
         window_start, window_step, run_start = time.time(), step, time.time()
+        # The final checkpoint and evaluation are done by train(), not here.
+        periodic = {"log": config.log_every_steps, "checkpoint": config.checkpoint_every_steps}
+        if validation_examples is not None and eval_every:
+            periodic["eval"] = eval_every
         while step < self.total_steps:
-            boundaries = [self.total_steps, _next_multiple(step, config.log_every_steps)]
-            boundaries.append(_next_multiple(step, config.checkpoint_every_steps))
-            if validation_examples is not None and eval_every:
-                boundaries.append(_next_multiple(step, eval_every))
-            num_steps = min(config.steps_per_loop, min(boundaries) - step)
+            boundary = min([self.total_steps] + [_next_multiple(step, every) for every in periodic.values()])
+            num_steps = min(config.steps_per_loop, boundary - step)
             self._train_loop_fn(iterator, tf.constant(num_steps))
             step += num_steps
-            if step % config.log_every_steps == 0 or step == self.total_steps:
+            due = {name for name, every in periodic.items() if step % every == 0}
+            if "log" in due or step == self.total_steps:
                 elapsed = time.time() - window_start
                 examples_per_second = (step - window_step) * self.global_batch_size / max(elapsed, 1e-9)
                 self._log_train(step, examples_per_second, time.time() - run_start, start_step)
-                window_start, window_step = time.time(), step
-            if step % config.checkpoint_every_steps == 0 and step < self.total_steps:
-                self._save_checkpoint()
-                window_start, window_step = time.time(), step  # examples/s counts training only
-            if validation_examples is not None and eval_every and step % eval_every == 0 and step < self.total_steps:
-                self.evaluate(validation_examples, "validation")
+            if step < self.total_steps:
+                if "checkpoint" in due:
+                    self._save_checkpoint()
+                if "eval" in due:
+                    self.evaluate(validation_examples, "validation")
+            if due:
+                # examples/s counts training time only.
                 window_start, window_step = time.time(), step
 
     def _log_train(self, step: int, examples_per_second: float, elapsed: float, start_step: int) -> None:
@@ -256,12 +253,11 @@ class Trainer:
             if batch_index % 50 == 0:
                 logging.info("eval %s: batch %d/%d", split_name, batch_index, num_batches)
         results = {name: float(metric.result()) for name, metric in self.eval_metrics.items()}
-        results["num_examples"] = len(examples)
         logging.info(
             "eval %s at step %d: %s (%.1f examples/s)",
             split_name,
             self.step,
-            "  ".join(f"{k} {v:.4f}" for k, v in results.items() if k != "num_examples"),
+            "  ".join(f"{k} {v:.4f}" for k, v in results.items()),
             len(examples) / max(time.time() - start, 1e-9),
         )
         # Validation curves in model_dir/eval; other splits (test) in eval_<split>.
@@ -271,10 +267,9 @@ class Trainer:
         writer = self._eval_writers[run_name]
         with writer.as_default(step=self.step):
             for name, value in results.items():
-                if name != "num_examples":
-                    tf.summary.scalar(name, value)
+                tf.summary.scalar(name, value)
         writer.flush()
-        return results
+        return {**results, "num_examples": len(examples)}
 
     def write_results(self, metrics: dict[str, dict[str, float]]) -> None:
         """Adds final metrics of each split to metrics.json (chief only).
