@@ -45,3 +45,34 @@ def test_unknown_words_map_to_unk(vocab_path):
     tokenizer = WordPieceTokenizer(vocab_path, seq_length=5)
     out = tokenizer(tf.constant(["zyxwv"]))["input_word_ids"].numpy()[0].tolist()
     assert out[:3] == [ids["[CLS]"], ids["[UNK]"], ids["[SEP]"]]
+
+
+WORDS = ["good", "bad", "awful", "dull", "weak", "mess", "fun", "great", "love"]
+
+
+def kept_words(vocab_path: str, truncation: str, text: str, seq_length: int = 8, head_fraction: float = 0.5):
+    words = {i: token for token, i in vocab_ids(vocab_path).items()}
+    tokenizer = WordPieceTokenizer(vocab_path, seq_length, truncation=truncation, head_fraction=head_fraction)
+    out = tokenizer(tf.constant([text]))
+    return [words[i] for i, keep in zip(out["input_word_ids"][0].numpy(), out["input_mask"][0].numpy()) if keep]
+
+
+def test_truncation_strategies_keep_head_tail_or_both_ends(vocab_path):
+    text = " ".join(WORDS)  # 9 tokens; 6 fit between [CLS] and [SEP]
+    assert kept_words(vocab_path, "head", text)[1:-1] == WORDS[:6]
+    assert kept_words(vocab_path, "tail", text)[1:-1] == WORDS[-6:]
+    assert kept_words(vocab_path, "head_tail", text)[1:-1] == WORDS[:3] + WORDS[-3:]
+    assert kept_words(vocab_path, "head_tail", text, head_fraction=1 / 6)[1:-1] == WORDS[:1] + WORDS[-5:]
+
+
+def test_short_texts_are_not_truncated_by_any_strategy(vocab_path):
+    for truncation in ("head", "tail", "head_tail"):
+        assert kept_words(vocab_path, truncation, "good bad fun") == ["[CLS]", "good", "bad", "fun", "[SEP]"]
+
+
+def test_lengths_count_special_tokens_and_cap_at_seq_length(vocab_path):
+    tokenizer = WordPieceTokenizer(vocab_path, seq_length=8)
+    texts = tf.constant(["", "great", "good bad<br />fun", " ".join(WORDS)])
+    assert tokenizer.lengths(texts).numpy().tolist() == [2, 3, 5, 8]
+    masks = tokenizer(texts)["input_mask"].numpy().sum(axis=1).tolist()
+    assert masks == [2, 3, 5, 8]

@@ -50,11 +50,12 @@ class ClassificationTask:
             vocab_size = sum(1 for _ in f)
         return BertConfig(vocab_size=vocab_size, **bert.to_dict())
 
-    def build_tokenizer(self) -> tf.Module:
-        model = self.config.model
+    def build_tokenizer(self) -> tokenizers.Tokenizer:
+        model, data = self.config.model, self.config.data
+        truncation = {"truncation": data.truncation, "head_fraction": data.head_fraction}
         if model.encoder == "hub":
-            return tokenizers.HubPreprocessor(model.hub_preprocessor, self.seq_length)
-        return tokenizers.WordPieceTokenizer(self._vocab_path(), self.seq_length, model.lower_case)
+            return tokenizers.HubPreprocessor(model.hub_preprocessor, self.seq_length, **truncation)
+        return tokenizers.WordPieceTokenizer(self._vocab_path(), self.seq_length, model.lower_case, **truncation)
 
     def build_model(self) -> Classifier:
         """Builds the classifier, its variables created and pretrained weights loaded.

@@ -2,7 +2,7 @@
 
 The same tokenizer object runs in the tf.data pipeline during training and
 inside the exported serving graph, so training and serving cannot disagree.
-Both kinds map a 1-D batch of strings to the BERT input dict:
+Every kind maps a 1-D batch of strings to the BERT input dict:
 `input_word_ids`, `input_mask`, `input_type_ids`, each int32 [batch, seq_length].
 """
 
@@ -12,26 +12,88 @@ import tensorflow_text as tf_text
 from trainer.config import ConfigError
 from trainer.models import hub_loading
 
-# Reviews carry HTML line breaks ("<br />"); they are noise to WordPiece.
+# Reviews carry HTML line breaks ("<br />"); they are noise to the tokenizers.
 _MARKUP = r"(?i)<br\s*/?>"
+# [CLS] and [SEP] around one segment.
+NUM_SPECIAL_TOKENS = 2
 
 
 def clean_text(texts: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(texts, _MARKUP, " ")
 
 
-class WordPieceTokenizer(tf.Module):
+def truncate(token_ids: tf.RaggedTensor, max_tokens: int, truncation: str, head_fraction: float) -> tf.RaggedTensor:
+    """Keeps at most `max_tokens` tokens of each row of [batch, (tokens)].
+
+    `head` keeps the first tokens, `tail` the last ones, `head_tail` the first
+    round(max_tokens * head_fraction) and the rest from the end. One gather
+    serves all three: kept position j of a long row maps to j before the head
+    budget and to j + (length - max_tokens) after it.
+    """
+    head = {"head": max_tokens, "tail": 0}.get(truncation, round(max_tokens * head_fraction))
+    lengths = token_ids.row_lengths()
+    positions = tf.ragged.range(tf.minimum(lengths, max_tokens))
+    overflow = tf.gather(tf.maximum(lengths - max_tokens, 0), positions.value_rowids())
+    flat = positions.flat_values
+    positions = positions.with_flat_values(tf.where(flat >= head, flat + overflow, flat))
+    return tf.gather(token_ids, positions, batch_dims=1)
+
+
+class Tokenizer(tf.Module):
+    """Shared steps: clean, tokenize (subclass), truncate, add [CLS]/[SEP] and pad.
+
+    Subclasses implement `_tokenize(texts) -> RaggedTensor [batch, (tokens)]`
+    and, unless they pack differently, set the special token ids.
+    """
+
+    def __init__(self, name: str, seq_length: int, truncation: str = "head", head_fraction: float = 0.25):
+        super().__init__(name=name)
+        self.seq_length = seq_length
+        self.truncation = truncation
+        self.head_fraction = head_fraction
+        self._cls_id = self._sep_id = self._pad_id = 0
+
+    def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        raise NotImplementedError
+
+    def _pack(self, token_ids: tf.RaggedTensor) -> dict[str, tf.Tensor]:
+        ids, type_ids = tf_text.combine_segments([token_ids], self._cls_id, self._sep_id)
+        word_ids, mask = tf_text.pad_model_inputs(ids, self.seq_length, pad_value=self._pad_id)
+        type_ids, _ = tf_text.pad_model_inputs(type_ids, self.seq_length)
+        return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
+
+    def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
+        token_ids = self._tokenize(clean_text(texts))
+        token_ids = truncate(token_ids, self.seq_length - NUM_SPECIAL_TOKENS, self.truncation, self.head_fraction)
+        inputs = {key: tf.cast(value, tf.int32) for key, value in self._pack(token_ids).items()}
+        # A static sequence length lets tf.distribute build well-formed empty batches
+        # for idle replicas, and XLA compile once per length.
+        return {key: tf.ensure_shape(value, [None, self.seq_length]) for key, value in inputs.items()}
+
+    def lengths(self, texts: tf.Tensor) -> tf.Tensor:
+        """Tokens each text occupies after truncation, with [CLS] and [SEP]: int32 [batch]."""
+        num_tokens = self._tokenize(clean_text(texts)).row_lengths() + NUM_SPECIAL_TOKENS
+        return tf.cast(tf.minimum(num_tokens, self.seq_length), tf.int32)
+
+
+class WordPieceTokenizer(Tokenizer):
     """BERT WordPiece tokenization with tensorflow-text's FastBertTokenizer."""
 
-    def __init__(self, vocab_path: str, seq_length: int, lower_case: bool = True):
-        super().__init__(name="wordpiece_tokenizer")
+    def __init__(
+        self,
+        vocab_path: str,
+        seq_length: int,
+        lower_case: bool = True,
+        truncation: str = "head",
+        head_fraction: float = 0.25,
+    ):
+        super().__init__("wordpiece_tokenizer", seq_length, truncation, head_fraction)
         with tf.io.gfile.GFile(vocab_path) as f:
             vocab = [line.rstrip("\n") for line in f]
         missing = [t for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]") if t not in vocab]
         if missing:
             raise ConfigError(f"Vocabulary {vocab_path} lacks the special token(s) {missing}.")
         self.vocab_size = len(vocab)
-        self.seq_length = seq_length
         self._cls_id = vocab.index("[CLS]")
         self._sep_id = vocab.index("[SEP]")
         self._pad_id = vocab.index("[PAD]")
@@ -39,33 +101,23 @@ class WordPieceTokenizer(tf.Module):
             vocab=vocab, token_out_type=tf.int32, lower_case_nfd_strip_accents=lower_case
         )
 
-    def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        token_ids = self._tokenizer.tokenize(clean_text(texts))
-        # Room for [CLS] and [SEP]; longer reviews keep their head.
-        token_ids = token_ids[:, : self.seq_length - 2]
-        ids, type_ids = tf_text.combine_segments([token_ids], self._cls_id, self._sep_id)
-        word_ids, mask = tf_text.pad_model_inputs(ids, self.seq_length, pad_value=self._pad_id)
-        type_ids, _ = tf_text.pad_model_inputs(type_ids, self.seq_length)
-        return _with_static_length(
-            {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}, self.seq_length
-        )
+    def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        return self._tokenizer.tokenize(texts)
 
 
-class HubPreprocessor(tf.Module):
-    """A TF Hub BERT preprocessing SavedModel, packed to `seq_length`."""
+class HubPreprocessor(Tokenizer):
+    """A TF Hub BERT preprocessing SavedModel (its `tokenize` and `bert_pack_inputs`)."""
 
-    def __init__(self, handle: str, seq_length: int):
-        super().__init__(name="hub_preprocessor")
-        self.seq_length = seq_length
+    def __init__(self, handle: str, seq_length: int, truncation: str = "head", head_fraction: float = 0.25):
+        super().__init__("hub_preprocessor", seq_length, truncation, head_fraction)
         self._preprocessor = hub_loading.load(handle, "--config.model.hub_preprocessor")
 
-    def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        tokens = self._preprocessor.tokenize(clean_text(texts))
-        inputs = self._preprocessor.bert_pack_inputs([tokens], seq_length=self.seq_length)
-        return _with_static_length({key: tf.cast(value, tf.int32) for key, value in inputs.items()}, self.seq_length)
+    def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        # [batch, words, pieces] -> [batch, pieces]
+        return self._preprocessor.tokenize(texts).merge_dims(1, 2)
 
-
-def _with_static_length(inputs: dict[str, tf.Tensor], seq_length: int) -> dict[str, tf.Tensor]:
-    # A static sequence length lets tf.distribute build well-formed empty batches
-    # for idle replicas at the end of evaluation, and XLA compile once.
-    return {key: tf.ensure_shape(value, [None, seq_length]) for key, value in inputs.items()}
+    def _pack(self, token_ids: tf.RaggedTensor) -> dict[str, tf.Tensor]:
+        # bert_pack_inputs takes [batch, words, pieces]: give each kept piece a word of its own.
+        flat = token_ids.flat_values
+        words = token_ids.with_flat_values(tf.RaggedTensor.from_row_lengths(flat, tf.ones_like(flat, tf.int64)))
+        return self._preprocessor.bert_pack_inputs([words], seq_length=self.seq_length)
