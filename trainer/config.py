@@ -154,6 +154,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "model.bert.hidden_size",
         "model.bert.num_layers",
         "model.bert.num_heads",
+        "model.albert.embedding_size",
+        "model.albert.hidden_size",
+        "model.albert.num_layers",
+        "model.albert.num_heads",
     ):
         if _get(config, key) <= 0:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be positive.")
@@ -192,15 +196,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "--config.model.encoder=hub needs both --config.model.hub_encoder and "
             "--config.model.hub_preprocessor (TF Hub URLs or local SavedModel directories)."
         )
-    if config.model.encoder == "bert" and not (config.model.pretrained_dir or config.model.vocab_path):
+    if config.model.encoder in ("bert", "albert") and not (config.model.pretrained_dir or config.model.vocab_path):
         raise ConfigError(
-            "--config.model.encoder=bert needs --config.model.pretrained_dir (Hugging Face-format "
+            f"--config.model.encoder={config.model.encoder} needs --config.model.pretrained_dir (Hugging Face-format "
             "directory) or, for a randomly initialised encoder, --config.model.vocab_path."
         )
     hidden, heads = config.model.bert.hidden_size, config.model.bert.num_heads
     if not config.model.pretrained_dir and hidden % heads:
         raise ConfigError(
             f"--config.model.bert.hidden_size={hidden} is not divisible by --config.model.bert.num_heads={heads}."
+        )
+    hidden, heads = config.model.albert.hidden_size, config.model.albert.num_heads
+    if config.model.encoder == "albert" and not config.model.pretrained_dir and hidden % heads:
+        raise ConfigError(
+            f"--config.model.albert.hidden_size={hidden} is not divisible by --config.model.albert.num_heads={heads}."
         )
 
 

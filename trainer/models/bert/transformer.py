@@ -54,6 +54,7 @@ class TransformerBlock(tf_keras.layers.Layer):
         attention_dropout_rate: float,
         layer_norm_epsilon: float,
         initializer_range: float,
+        approximate_gelu: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,8 +65,8 @@ class TransformerBlock(tf_keras.layers.Layer):
         )
         self.intermediate = tf_keras.layers.Dense(
             intermediate_size,
-            # BERT's GELU is the exact (erf) form, not the tanh approximation.
-            activation=lambda x: tf.nn.gelu(x, approximate=False),
+            # BERT's GELU is the exact (erf) form; ALBERT's "gelu_new" is the tanh approximation.
+            activation=lambda x: tf.nn.gelu(x, approximate=approximate_gelu),
             kernel_initializer=truncated_normal(initializer_range),
             name="intermediate",
         )

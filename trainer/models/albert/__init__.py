@@ -1,0 +1,1 @@
+"""Native ALBERT: factorized embeddings, one transformer block shared by every layer, tanh pooler."""

@@ -1,0 +1,85 @@
+"""An ALBERT encoder in tf_keras: factorized embeddings -> one shared transformer block, num_layers times -> pooler.
+
+It takes and returns the same dicts as `BertEncoder` and TF Hub encoders, so
+the classifier, trainer and export work with it unchanged.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras
+
+from trainer.models.albert.embeddings import AlbertEmbeddings
+from trainer.models.bert.embeddings import truncated_normal
+from trainer.models.bert.transformer import TransformerBlock
+
+# Hugging Face `hidden_act` names: "gelu_new" (albert-*-v2) is the tanh approximation, "gelu" the exact form.
+APPROXIMATE_GELU = {"gelu_new": True, "gelu": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlbertConfig:
+    vocab_size: int
+    embedding_size: int = 128
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    # albert-*-v2 was pre-trained without dropout.
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    hidden_act: str = "gelu_new"
+    layer_norm_epsilon: float = 1e-12
+    initializer_range: float = 0.02
+
+
+class AlbertEncoder(tf_keras.layers.Layer):
+    """Maps {input_word_ids, input_mask, input_type_ids} to {pooled_output, sequence_output}."""
+
+    def __init__(self, config: AlbertConfig, **kwargs):
+        super().__init__(name=kwargs.pop("name", "albert_encoder"), **kwargs)
+        if config.hidden_act not in APPROXIMATE_GELU:
+            raise ValueError(
+                f"ALBERT hidden_act {config.hidden_act!r} is not supported; expected one of "
+                f"{', '.join(APPROXIMATE_GELU)}."
+            )
+        self.config = config
+        self.embeddings = AlbertEmbeddings(
+            vocab_size=config.vocab_size,
+            embedding_size=config.embedding_size,
+            hidden_size=config.hidden_size,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size,
+            dropout_rate=config.dropout_rate,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+        )
+        # Cross-layer sharing: one block's weights serve every layer, so depth adds
+        # compute but no parameters.
+        self.shared_block = TransformerBlock(
+            hidden_size=config.hidden_size,
+            num_heads=config.num_heads,
+            intermediate_size=config.intermediate_size,
+            dropout_rate=config.dropout_rate,
+            attention_dropout_rate=config.attention_dropout_rate,
+            layer_norm_epsilon=config.layer_norm_epsilon,
+            initializer_range=config.initializer_range,
+            approximate_gelu=APPROXIMATE_GELU[config.hidden_act],
+            name="shared_layer",
+        )
+        # Pre-trained on sentence-order prediction: tanh(W h_[CLS] + b).
+        self.pooler = tf_keras.layers.Dense(
+            config.hidden_size,
+            activation="tanh",
+            kernel_initializer=truncated_normal(config.initializer_range),
+            name="pooler",
+        )
+
+    def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
+        mask = inputs["input_mask"]
+        hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"], training=training)
+        for _ in range(self.config.num_layers):
+            hidden = self.shared_block(hidden, mask, training=training)
+        return {"sequence_output": hidden, "pooled_output": self.pooler(hidden[:, 0])}
