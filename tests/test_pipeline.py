@@ -1,14 +1,16 @@
-"""The tf.data pipelines: epochs, resume position, sharding across input pipelines."""
+"""Batch plans and the tf.data pipelines built from them: epochs, buckets, resume, sharding."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from trainer.data import pipeline
+from trainer.data import batching, pipeline
 from trainer.data.sources import Examples
 
 
 def identity_tokenizer(texts: tf.Tensor) -> dict[str, tf.Tensor]:
-    return {"text": texts}
+    # Rank 2, like real features, so the pipeline's cut to the batch length applies.
+    return {"text": texts[:, tf.newaxis]}
 
 
 def examples(count: int) -> Examples:
@@ -19,54 +21,134 @@ def examples(count: int) -> Examples:
     )
 
 
-def context(pipelines: int = 1, pipeline_id: int = 0) -> tf.distribute.InputContext:
-    return tf.distribute.InputContext(pipelines, pipeline_id, num_replicas_in_sync=pipelines)
+def context(pipelines: int = 1, pipeline_id: int = 0, replicas: int | None = None) -> tf.distribute.InputContext:
+    return tf.distribute.InputContext(pipelines, pipeline_id, num_replicas_in_sync=replicas or pipelines)
 
 
-def batches(dataset: tf.data.Dataset, count: int) -> list[list[str]]:
-    return [[t.decode() for t in features["text"].numpy()] for features, _ in dataset.take(count)]
-
-
-def test_each_epoch_visits_every_full_batch_example_once_in_a_new_order():
-    data = examples(50)  # 12 global batches of 4 per epoch; 2 examples left over
-    seen = batches(pipeline.train_dataset_fn(data, identity_tokenizer, 4, seed=3)(context()), 24)
-    first, second = sum(seen[:12], []), sum(seen[12:], [])
-    assert len(set(first)) == len(first) == 48
-    assert len(set(second)) == 48 and first != second
-
-
-def test_labels_stay_with_their_texts():
-    dataset = pipeline.train_dataset_fn(examples(50), identity_tokenizer, 4, seed=3)(context())
-    for features, labels in dataset.take(5):
-        numbers = [int(t.decode().split()[1]) for t in features["text"].numpy()]
-        np.testing.assert_array_equal(labels.numpy(), np.array(numbers) % 2)
-
-
-def test_restart_at_step_continues_the_same_sequence():
-    data = examples(50)
-    make = pipeline.train_dataset_fn
-    uninterrupted = batches(make(data, identity_tokenizer, 4, seed=3)(context()), 30)
-    for start in (5, 12, 17):
-        resumed = batches(make(data, identity_tokenizer, 4, seed=3, start_step=start)(context()), 30 - start)
-        assert resumed == uninterrupted[start:]
-
-
-def test_input_pipelines_split_each_global_batch_without_overlap():
-    data = examples(50)
-    single = batches(pipeline.train_dataset_fn(data, identity_tokenizer, 4, seed=3, start_step=7)(context()), 10)
-    shards = [
-        batches(pipeline.train_dataset_fn(data, identity_tokenizer, 4, seed=3, start_step=7)(context(2, i)), 10)
-        for i in range(2)
+def consumed(dataset: tf.data.Dataset) -> list[list[int]]:
+    """Example numbers in each batch (padding slots left out)."""
+    return [
+        [int(t.decode().split()[1]) for t, w in zip(features["text"].numpy()[:, 0], weights.numpy()) if w]
+        for features, _, weights in dataset
     ]
-    for step in range(10):
-        assert len(shards[0][step]) == len(shards[1][step]) == 2
-        assert not set(shards[0][step]) & set(shards[1][step])
-        assert set(shards[0][step]) | set(shards[1][step]) == set(single[step])
 
 
-def test_eval_covers_every_example_once_in_order():
+LENGTHS = np.random.default_rng(0).integers(3, 65, size=203).astype(np.int32)
+BUCKETS = batching.bucket_lengths(64, 4)
+
+
+def test_bucket_lengths_are_evenly_spaced_multiples_of_8_ending_at_seq_length():
+    assert batching.bucket_lengths(512, 4).tolist() == [128, 256, 384, 512]
+    assert batching.bucket_lengths(100, 3).tolist() == [40, 72, 100]
+    assert batching.bucket_lengths(128, 1).tolist() == [128]
+
+
+@pytest.mark.parametrize("buckets", [np.array([64]), BUCKETS])
+def test_each_epoch_visits_every_example_once_except_the_last_partial_batch(buckets):
+    plan = batching.train_plan(LENGTHS, 8, seed=3, buckets=buckets, start_step=0, end_step=50)
+    per_epoch = 203 // 8
+    first, second = plan.indices[:per_epoch].ravel(), plan.indices[per_epoch : 2 * per_epoch].ravel()
+    assert len(set(first)) == len(first) == per_epoch * 8
+    assert len(set(second)) == per_epoch * 8 and first.tolist() != second.tolist()
+    assert (plan.indices >= 0).all()
+
+
+def test_buckets_are_exact_and_tight():
+    plan = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=0, end_step=75, steps_per_run=3)
+    # Exact: no batch is cut below the longest review in it.
+    longest = LENGTHS[plan.indices].max(axis=1)
+    assert (longest <= plan.lengths).all()
+    # Tight: all-full-bucket batches use the smallest bucket that fits.
+    assert set(plan.lengths.tolist()) == set(BUCKETS.tolist())
+    assert (plan.lengths < 64).sum() > len(plan) // 2
+
+
+def test_bucketed_batches_come_in_runs_of_one_length():
+    plan = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=0, end_step=25, steps_per_run=3)
+    changes = np.flatnonzero(np.diff(plan.lengths)) + 1
+    runs = np.diff(np.concatenate([[0], changes, [len(plan)]]))
+    assert runs.max() >= 2
+    assert plan.run_length(0, 10) == runs[0] and plan.run_length(0, 1) == 1
+
+
+def test_plans_are_deterministic_for_a_seed():
+    def make(seed):
+        return batching.train_plan(LENGTHS, 8, seed=seed, buckets=BUCKETS, start_step=0, end_step=40)
+
+    assert make(3).indices.tolist() == make(3).indices.tolist()
+    assert make(3).indices.tolist() != make(4).indices.tolist()
+
+
+@pytest.mark.parametrize("start", [5, 25, 31])
+def test_a_plan_from_any_step_continues_the_same_sequence(start):
+    full = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=0, end_step=60)
+    resumed = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=start, end_step=60)
+    np.testing.assert_array_equal(resumed.indices, full.indices[start:])
+    np.testing.assert_array_equal(resumed.lengths, full.lengths[start:])
+
+
+def test_skipped_batches_are_left_out_and_later_steps_move_on():
+    full = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=0, end_step=40)
+    skipping = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=0, end_step=38, skipped=[4, 9])
+    expected = np.delete(full.indices, [4, 9], axis=0)
+    np.testing.assert_array_equal(skipping.indices, expected)
+    resumed = batching.train_plan(LENGTHS, 8, seed=3, buckets=BUCKETS, start_step=6, end_step=38, skipped=[4, 9])
+    np.testing.assert_array_equal(resumed.indices, expected[6:])
+    assert batching.position_of_step(4, [4, 9]) == 5 and batching.position_of_step(8, [4, 9]) == 10
+
+
+def test_eval_plan_covers_every_example_once_with_weighted_padding():
+    plan = batching.eval_plan(LENGTHS, 16, BUCKETS)
+    real = plan.indices[plan.indices >= 0]
+    assert sorted(real.tolist()) == list(range(len(LENGTHS)))
+    lengths = np.where(plan.indices >= 0, LENGTHS[plan.indices], 0)
+    assert (lengths.max(axis=1) <= plan.lengths).all()
+    assert (plan.indices < 0).sum() < 16 * len(BUCKETS)
+
+
+def test_pipeline_batches_follow_the_plan_with_labels_and_lengths():
+    data = examples(50)
+    plan = batching.train_plan(np.full(50, 8), 4, seed=3, buckets=np.array([8]), start_step=0, end_step=20)
+    dataset = pipeline.dataset_fn(data, plan, identity_tokenizer)(context())
+    assert consumed(dataset) == plan.indices.tolist()
+    for features, labels, weights in dataset.take(3):
+        numbers = [int(t.decode().split()[1]) for t in features["text"].numpy()[:, 0]]
+        np.testing.assert_array_equal(labels.numpy(), np.array(numbers) % 2)
+        assert weights.numpy().tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("workers,replicas", [(2, 2), (2, 4), (3, 3)])
+def test_workers_consume_disjoint_shares_of_every_global_batch(workers, replicas):
+    """Each input pipeline (one per worker) reads only its replicas' slices of each global batch;
+    together they consume every planned example exactly once."""
+    data = examples(203)
+    global_batch = 12
+    plan = batching.train_plan(LENGTHS, global_batch, seed=3, buckets=BUCKETS, start_step=0, end_step=16)
+    per_worker = [
+        consumed(pipeline.dataset_fn(data, plan, identity_tokenizer)(context(workers, w, replicas)))
+        for w in range(workers)
+    ]
+    local = replicas // workers
+    for step in range(len(plan)):
+        shares = [sum(batches[step * local : (step + 1) * local], []) for batches in per_worker]
+        assert all(len(share) == global_batch // workers for share in shares)
+        assert sorted(sum(shares, [])) == sorted(plan.indices[step].tolist())
+    everything = sum((sum(batches, []) for batches in per_worker), [])
+    assert len(everything) == len(set(everything)) == 16 * global_batch
+
+
+def test_eval_pipeline_pads_with_zero_weight_and_cuts_to_the_planned_length():
     data = examples(13)
-    dataset = pipeline.eval_dataset_fn(data, identity_tokenizer, 4)(context())
-    seen = batches(dataset, 100)
-    assert [len(b) for b in seen] == [4, 4, 4, 1]
-    assert sum(seen, []) == list(data.texts)
+    plan = batching.eval_plan(np.full(13, 5), 4, np.array([8, 16]))
+    dataset = pipeline.dataset_fn(data, plan, identity_tokenizer)(context())
+    batches = consumed(dataset)
+    assert sum(batches, []) == list(range(13))
+    assert [len(b) for b in batches] == [4, 4, 4, 1]
+
+
+def test_token_lengths_match_the_tokenizer(vocab_path):
+    from trainer.data.tokenizers import WordPieceTokenizer
+
+    tokenizer = WordPieceTokenizer(vocab_path, seq_length=6)
+    data = Examples(np.array(["", "great film", "good " * 40], dtype=object), np.zeros(3, np.int32), np.zeros(3))
+    assert pipeline.token_lengths(data, tokenizer).tolist() == [2, 4, 6]

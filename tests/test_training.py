@@ -121,6 +121,11 @@ def test_a_checkpoint_of_another_model_is_refused_with_a_clear_message(trained_r
     assert "Traceback" not in process.stderr
 
 
+def latest_step(model_dir) -> int:
+    latest = tf.train.latest_checkpoint(model_dir / "checkpoints")
+    return int(latest.rsplit("-", 1)[1]) if latest else -1
+
+
 def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = (
@@ -135,9 +140,9 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint_state = model_dir / "checkpoints" / "checkpoint"
     deadline = time.time() + 240
-    while not checkpoint_state.exists() and process.poll() is None and time.time() < deadline:
+    # The run saves step 0 at once; wait for a periodic checkpoint after it.
+    while latest_step(model_dir) < 1 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL

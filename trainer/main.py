@@ -20,14 +20,21 @@ from trainer import config as config_lib
 from trainer import export as export_lib
 from trainer import predict as predict_lib
 from trainer import strategy as strategy_lib
+from trainer import workdir
+from trainer.checkpointing import CheckpointError
 from trainer.data import sources
 from trainer.models.bert.convert_hf import WeightImportError
 from trainer.models.hub_loading import HubLoadError
 from trainer.task import ClassificationTask
-from trainer.train_loop import Trainer
+from trainer.train_loop import PreemptedError, Trainer, TrainingDivergedError
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
+# Exit statuses a launcher can act on (0 = done, 2 = bad flags, config or data).
+EXIT_DIVERGED = 3
+# SIGTERM handled: a checkpoint was saved; restart the job. 128 + SIGTERM, which
+# Kubeflow's restartPolicy=ExitCode treats as retryable.
+EXIT_PREEMPTED = 143
 
 # Python errors that ml_collections raises for a --config.* override it rejects
 # (an unknown key, a value of the wrong type); absl would let them through as tracebacks.
@@ -60,7 +67,15 @@ flags.DEFINE_enum(
     "mirrored",
     strategy_lib.STRATEGIES,
     "Distribution strategy: mirrored = all local GPUs (the CPU when there is none); "
+    "multi_worker_mirrored = a cluster from TF_CONFIG (or --worker_hosts/--task_index); "
     "one_device; default = no distribution.",
+)
+flags.DEFINE_string(
+    "worker_hosts", None, "multi_worker_mirrored without TF_CONFIG: comma-separated host:port of every worker."
+)
+flags.DEFINE_integer("task_index", None, "multi_worker_mirrored with --worker_hosts: this worker's index (0 = chief).")
+flags.DEFINE_bool(
+    "deterministic", False, "Deterministic ops and fixed seeds: two runs on one machine give identical weights."
 )
 flags.DEFINE_integer(
     "num_cpu_devices", 1, "Split the CPU into this many logical devices (MirroredStrategy tests without GPUs)."
@@ -77,6 +92,7 @@ USER_ERRORS = (
     sources.DataError,
     HubLoadError,
     WeightImportError,
+    CheckpointError,
 )
 
 
@@ -92,7 +108,7 @@ def _export(trainer: Trainer) -> str | None:
 
 def _restored_trainer(config, task, strategy) -> Trainer:
     trainer = Trainer(config, task, strategy, FLAGS.model_dir)
-    if not trainer.restore():
+    if trainer.restore() is None:
         raise config_lib.ConfigError(
             f"--mode={FLAGS.mode} needs a trained model, but --model_dir={FLAGS.model_dir} has no checkpoint."
         )
@@ -116,12 +132,43 @@ def _predict(config, task, strategy) -> None:
         sys.stdout.write(f"{label}\t{probability:.4f}\t{text}\n")
 
 
+def _create_strategy(config) -> tf.distribute.Strategy:
+    if FLAGS.worker_hosts is not None or FLAGS.task_index is not None:
+        if FLAGS.strategy != "multi_worker_mirrored" or FLAGS.worker_hosts is None or FLAGS.task_index is None:
+            raise config_lib.ConfigError(
+                "--worker_hosts and --task_index go together, with --strategy=multi_worker_mirrored."
+            )
+        try:
+            strategy_lib.set_tf_config(FLAGS.worker_hosts, FLAGS.task_index)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from e
+    strategy_lib.split_cpu(FLAGS.num_cpu_devices)
+    return strategy_lib.create_strategy(
+        FLAGS.strategy, config.distribute.communication, config.distribute.connect_timeout_seconds
+    )
+
+
+def _check_model_dir(trainer: Trainer) -> None:
+    """One run per model_dir, and room for checkpoints and an export, before training starts."""
+    if not trainer.is_chief:
+        return
+    workdir.lock(FLAGS.model_dir)
+    # Weights plus two Adam slots, per kept checkpoint (+1 being written), plus an export.
+    weight_bytes = sum(v.shape.num_elements() * 4 for v in trainer.model.variables)
+    workdir.check_writable(
+        FLAGS.model_dir, weight_bytes * 3 * (trainer.config.train.keep_checkpoints + 1) + weight_bytes
+    )
+
+
 def run(config) -> None:
     config_lib.validate(config)
-    strategy_lib.split_cpu(FLAGS.num_cpu_devices)
-    strategy = strategy_lib.create_strategy(FLAGS.strategy)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = _create_strategy(config)
     config_lib.validate_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
     tf_keras.utils.set_random_seed(config.seed)
+    # Before any layer is built: layers take their compute dtype from the global policy.
+    tf_keras.mixed_precision.set_global_policy(config.train.precision)
     task = ClassificationTask(config)
     logging.info(
         "Mode %s, strategy %s with %d replica(s), global batch %d, model_dir %s.",
@@ -146,6 +193,7 @@ def run(config) -> None:
         return
 
     trainer = Trainer(config, task, strategy, FLAGS.model_dir, train_size=len(data.train))
+    _check_model_dir(trainer)
     if FLAGS.mode == "train":
         trainer.train(data.train, None)
     else:
@@ -174,6 +222,12 @@ def main(argv: list[str]) -> None:
     except USER_ERRORS as e:
         logging.error("%s", e)
         sys.exit(2)
+    except TrainingDivergedError as e:
+        logging.error("%s", e)
+        sys.exit(EXIT_DIVERGED)
+    except PreemptedError as e:
+        logging.warning("%s Exiting with status %d: restart the job to resume.", e, EXIT_PREEMPTED)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

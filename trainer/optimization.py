@@ -29,11 +29,18 @@ class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
 
 
 def create_optimizer(
-    learning_rate: float, total_steps: int, warmup_fraction: float, weight_decay: float
+    learning_rate: float, total_steps: int, warmup_fraction: float, weight_decay: float, precision: str = "float32"
 ) -> tf_keras.optimizers.Optimizer:
     """AdamW on the warm-up/decay schedule. Gradient clipping is done by the train step,
-    after the cross-replica all-reduce, so it sees the global gradient norm."""
+    after the cross-replica all-reduce, so it sees the global gradient norm.
+
+    Under mixed_float16 it is wrapped in a dynamic LossScaleOptimizer: float16
+    gradients of an unscaled loss would underflow. It skips steps whose
+    gradients overflow and lowers the scale; the step counter still advances.
+    """
     schedule = WarmupLinearDecay(learning_rate, int(total_steps * warmup_fraction), total_steps)
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
+    if precision == "mixed_float16":
+        return tf_keras.mixed_precision.LossScaleOptimizer(optimizer, dynamic=True)
     return optimizer

@@ -5,6 +5,7 @@ import os
 
 from absl import logging
 import ml_collections
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -68,7 +69,7 @@ class ClassificationTask:
             encoder = hub_loading.keras_layer(model_config.hub_encoder, "--config.model.hub_encoder", trainable)
         else:
             encoder = BertEncoder(self._bert_config, trainable=trainable)
-        model = Classifier(encoder, model_config.head_dropout_rate)
+        model = Classifier(encoder, model_config.head_dropout_rate, model_config.head_hidden_size)
         model(self.dummy_inputs())
         if model_config.encoder == "bert" and self._pretrained_dir:
             convert_hf.load_weights(encoder, self._pretrained_dir)
@@ -89,20 +90,68 @@ class ClassificationTask:
         return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
 
     @staticmethod
-    def build_metrics() -> dict[str, tf_keras.metrics.Metric]:
-        """Loss, accuracy and ROC-AUC; create inside `strategy.scope()`."""
-        return {
+    def build_metrics(evaluation: bool = False) -> dict[str, tf_keras.metrics.Metric]:
+        """Loss, accuracy and ROC-AUC; evaluation adds precision, recall and the confusion
+        counts at 0.5, and the number of examples seen. Create inside `strategy.scope()`.
+
+        Keras metrics sum their state over replicas and workers when read, so a
+        sharded evaluation reports the same numbers as a single-device one.
+        """
+        metrics = {
             "loss": tf_keras.metrics.Mean(name="loss"),
             "accuracy": tf_keras.metrics.BinaryAccuracy(name="accuracy"),
-            "auc": tf_keras.metrics.AUC(name="auc"),
+            # 200 thresholds: its counters also give the ROC curve (see roc_curve()).
+            "auc": tf_keras.metrics.AUC(num_thresholds=200, name="auc"),
         }
+        if evaluation:
+            metrics.update(
+                precision=tf_keras.metrics.Precision(name="precision"),
+                recall=tf_keras.metrics.Recall(name="recall"),
+                true_positives=tf_keras.metrics.TruePositives(name="true_positives"),
+                false_positives=tf_keras.metrics.FalsePositives(name="false_positives"),
+                true_negatives=tf_keras.metrics.TrueNegatives(name="true_negatives"),
+                false_negatives=tf_keras.metrics.FalseNegatives(name="false_negatives"),
+                num_examples=tf_keras.metrics.Sum(name="num_examples"),
+            )
+        return metrics
 
     @staticmethod
     def update_metrics(
-        metrics: dict[str, tf_keras.metrics.Metric], labels: tf.Tensor, logits: tf.Tensor, per_example_loss: tf.Tensor
+        metrics: dict[str, tf_keras.metrics.Metric],
+        labels: tf.Tensor,
+        logits: tf.Tensor,
+        per_example_loss: tf.Tensor,
+        weights: tf.Tensor,
     ) -> None:
-        """Adds one batch to metrics from `build_metrics`."""
-        metrics["loss"].update_state(per_example_loss)
-        probabilities = tf.sigmoid(logits)
-        metrics["accuracy"].update_state(labels, probabilities)
-        metrics["auc"].update_state(labels, probabilities)
+        """Adds one batch to metrics from `build_metrics`; weight 0 marks padding slots."""
+        probabilities = tf.sigmoid(tf.cast(logits, tf.float32))
+        for name, metric in metrics.items():
+            if name == "loss":
+                metric.update_state(per_example_loss, sample_weight=weights)
+            elif name == "num_examples":
+                metric.update_state(weights)
+            else:
+                metric.update_state(labels, probabilities, sample_weight=weights)
+
+
+def summarize(metrics: dict[str, tf_keras.metrics.Metric]) -> dict[str, float]:
+    """Scalar results of `metrics`, with F1 from precision and recall where both are present."""
+    results = {name: float(metric.result()) for name, metric in metrics.items()}
+    if "precision" in results:
+        precision, recall = results["precision"], results["recall"]
+        results["f1"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return results
+
+
+def roc_curve(auc: tf_keras.metrics.AUC) -> dict[str, list[float]]:
+    """False- and true-positive rates at the AUC metric's thresholds (highest threshold first)."""
+    tp, fp, tn, fn = (
+        v.numpy() for v in (auc.true_positives, auc.false_positives, auc.true_negatives, auc.false_negatives)
+    )
+    tpr = tp / np.maximum(tp + fn, 1)
+    fpr = fp / np.maximum(fp + tn, 1)
+    return {
+        "threshold": [float(t) for t in auc.thresholds[::-1]],
+        "fpr": fpr[::-1].tolist(),
+        "tpr": tpr[::-1].tolist(),
+    }

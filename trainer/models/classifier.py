@@ -1,19 +1,34 @@
-"""Binary text classifier: encoder pooled output -> dropout -> one logit."""
+"""Binary text classifier: encoder pooled output -> head -> one logit."""
 
 import tensorflow as tf
 import tf_keras
 
 
 class Classifier(tf_keras.Model):
-    """Wraps any encoder that maps the BERT input dict to a dict with `pooled_output`."""
+    """Wraps any encoder that maps the BERT input dict to a dict with `pooled_output`.
 
-    def __init__(self, encoder: tf_keras.layers.Layer, dropout_rate: float, **kwargs):
+    The head is dropout -> logit, or with `hidden_size` > 0 a deeper one for
+    feature extraction from a frozen encoder: dense -> batch normalization ->
+    ReLU -> dropout -> logit.
+    """
+
+    def __init__(self, encoder: tf_keras.layers.Layer, dropout_rate: float, hidden_size: int = 0, **kwargs):
         super().__init__(name=kwargs.pop("name", "classifier"), **kwargs)
         self.encoder = encoder
+        self.hidden_layers = []
+        if hidden_size:
+            self.hidden_layers = [
+                tf_keras.layers.Dense(hidden_size, use_bias=False, name="head_dense"),
+                # Statistics in float32 whatever the compute dtype.
+                tf_keras.layers.BatchNormalization(dtype="float32", name="head_batch_norm"),
+                tf_keras.layers.ReLU(name="head_relu"),
+            ]
         self.dropout = tf_keras.layers.Dropout(dropout_rate)
         # The logit is float32 under any mixed-precision policy, for a stable loss.
         self.logit = tf_keras.layers.Dense(1, dtype="float32", name="logit")
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        pooled = self.encoder(inputs, training=training)["pooled_output"]
-        return tf.squeeze(self.logit(self.dropout(pooled, training=training)), axis=-1)
+        hidden = self.encoder(inputs, training=training)["pooled_output"]
+        for layer in self.hidden_layers:
+            hidden = layer(hidden, training=training)
+        return tf.squeeze(self.logit(self.dropout(hidden, training=training)), axis=-1)

@@ -1,0 +1,83 @@
+"""Checkpoints of a run: written by every worker, read from the chief's directory.
+
+MultiWorkerMirroredStrategy needs every worker to take part in a save (the
+values of some variables are gathered across workers), but only the chief's
+copy is kept: other workers write into a temporary directory of their own and
+delete it after each save.
+
+A save is never mistaken for a good checkpoint while it is torn: TensorFlow
+writes the data and index files first and the `checkpoint` state file last,
+by an atomic rename. On restore, a checkpoint that cannot be read (a file
+truncated or removed after the fact) is skipped with a warning in favour of
+the newest older one that can.
+"""
+
+import os
+
+from absl import logging
+import tensorflow as tf
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """The checkpoints in model_dir do not fit the configured model."""
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        checkpoint: tf.train.Checkpoint,
+        model_dir: str,
+        keep: int,
+        step_counter: tf.Variable,
+        is_chief: bool,
+        worker_id: int = 0,
+    ):
+        self.checkpoint = checkpoint
+        self.model_dir = model_dir
+        self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.is_chief = is_chief
+        self._write_dir = self.directory if is_chief else os.path.join(model_dir, f".tmp-worker-{worker_id}")
+        self._manager = tf.train.CheckpointManager(
+            checkpoint, self._write_dir, max_to_keep=keep, step_counter=step_counter
+        )
+
+    def candidates(self) -> list[str]:
+        """Complete checkpoints in the chief's directory, newest first."""
+        state = tf.train.get_checkpoint_state(self.directory)
+        if state is None:
+            return []
+        paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+        paths = [p if os.path.isabs(p) or "://" in p else os.path.join(self.directory, p) for p in paths]
+        return [p for p in reversed(paths) if tf.io.gfile.exists(f"{p}.index")]
+
+    def restore(self) -> str | None:
+        """Restores the newest readable checkpoint; returns its path, or None if there is none."""
+        for path in self.candidates():
+            try:
+                tf.train.load_checkpoint(path)  # Reads the index: fails on a torn one.
+            except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
+                logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
+                continue
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+                raise CheckpointError(
+                    f"--model_dir={self.model_dir} holds {path}, which does not fit the configured model "
+                    f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
+                    "with (config.json there)."
+                ) from e
+            except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
+                logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
+                continue
+            return path
+        return None
+
+    def save(self, step: int) -> str:
+        """Saves on every worker; only the chief's copy stays."""
+        path = self._manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            tf.io.gfile.rmtree(self._write_dir)
+            return os.path.join(self.directory, os.path.basename(path))
+        return path
