@@ -12,6 +12,8 @@ import tf_keras
 from trainer.config import ConfigError
 from trainer.data import tokenizers
 from trainer.models import hub_loading
+from trainer.models.albert import convert_hf as albert_convert_hf
+from trainer.models.albert.encoder import AlbertConfig, AlbertEncoder
 from trainer.models.bert import convert_hf
 from trainer.models.bert.encoder import BertConfig, BertEncoder
 from trainer.models.classifier import Classifier
@@ -28,17 +30,20 @@ class ClassificationTask:
     def __post_init__(self):
         model = self.config.model
         self.seq_length = self.config.data.seq_length
-        if model.encoder == "bert":
+        if model.encoder in ("bert", "albert"):
             self._pretrained_dir = convert_hf.resolve_dir(model.pretrained_dir) if model.pretrained_dir else ""
-            self._bert_config = self._native_bert_config()
-            if self.seq_length > self._bert_config.max_position_embeddings:
+            native = self._native_bert_config if model.encoder == "bert" else self._native_albert_config
+            self._encoder_config = native()
+            if self.seq_length > self._encoder_config.max_position_embeddings:
                 raise ConfigError(
                     f"--config.data.seq_length={self.seq_length} exceeds the encoder's "
-                    f"{self._bert_config.max_position_embeddings} position embeddings."
+                    f"{self._encoder_config.max_position_embeddings} position embeddings."
                 )
 
     def _vocab_path(self) -> str:
-        path = self.config.model.vocab_path or os.path.join(self._pretrained_dir, convert_hf.VOCAB_FILE)
+        # ALBERT's vocabulary is its SentencePiece model.
+        default = albert_convert_hf.SPIECE_FILE if self.config.model.encoder == "albert" else convert_hf.VOCAB_FILE
+        path = self.config.model.vocab_path or os.path.join(self._pretrained_dir, default)
         if not tf.io.gfile.exists(path):
             raise ConfigError(f"Vocabulary {path} not found (--config.model.vocab_path / pretrained_dir).")
         return path
@@ -51,12 +56,19 @@ class ClassificationTask:
             vocab_size = sum(1 for _ in f)
         return BertConfig(vocab_size=vocab_size, **bert.to_dict())
 
+    def _native_albert_config(self) -> AlbertConfig:
+        if self._pretrained_dir:
+            return albert_convert_hf.load_config(self._pretrained_dir)
+        vocab_size = self.build_tokenizer().vocab_size
+        return AlbertConfig(vocab_size=vocab_size, **self.config.model.albert.to_dict())
+
     def build_tokenizer(self) -> tokenizers.Tokenizer:
         model, data = self.config.model, self.config.data
         truncation = {"truncation": data.truncation, "head_fraction": data.head_fraction}
         if model.encoder == "hub":
             return tokenizers.HubPreprocessor(model.hub_preprocessor, self.seq_length, **truncation)
-        return tokenizers.WordPieceTokenizer(self._vocab_path(), self.seq_length, model.lower_case, **truncation)
+        kind = tokenizers.SentencePieceTokenizer if model.encoder == "albert" else tokenizers.WordPieceTokenizer
+        return kind(self._vocab_path(), self.seq_length, model.lower_case, **truncation)
 
     def build_model(self) -> Classifier:
         """Builds the classifier, its variables created and pretrained weights loaded.
@@ -67,12 +79,16 @@ class ClassificationTask:
         trainable = not model_config.freeze_encoder
         if model_config.encoder == "hub":
             encoder = hub_loading.keras_layer(model_config.hub_encoder, "--config.model.hub_encoder", trainable)
+        elif model_config.encoder == "albert":
+            encoder = AlbertEncoder(self._encoder_config, trainable=trainable)
         else:
-            encoder = BertEncoder(self._bert_config, trainable=trainable)
+            encoder = BertEncoder(self._encoder_config, trainable=trainable)
         model = Classifier(encoder, model_config.head_dropout_rate, model_config.head_hidden_size)
         model(self.dummy_inputs())
         if model_config.encoder == "bert" and self._pretrained_dir:
             convert_hf.load_weights(encoder, self._pretrained_dir)
+        elif model_config.encoder == "albert" and self._pretrained_dir:
+            albert_convert_hf.load_weights(encoder, self._pretrained_dir)
         logging.info(
             "Model: %s encoder%s, %s parameters (%s trainable).",
             model_config.encoder,
