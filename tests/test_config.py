@@ -1,5 +1,7 @@
 """Config validation messages name the key at fault."""
 
+import logging
+
 import pytest
 
 from trainer import config as config_lib
@@ -16,15 +18,48 @@ def valid():
         ("data.seq_length", -4, r"--config.data.seq_length=-4: must be positive"),
         ("train.learning_rate", 0.0, r"--config.train.learning_rate=0.0: must be > 0"),
         ("data.validation_fraction", 1.5, r"--config.data.validation_fraction=1.5: must be in \[0, 1\)"),
-        ("model.encoder", "gpt", r"--config.model.encoder='gpt': expected one of bert, hub"),
+        ("model.encoder", "gpt", r"--config.model.encoder='gpt': expected one of bert, albert, hub"),
         ("data.source", "parquet", r"--config.data.source='parquet': expected one of"),
         ("train.steps", -1, r"--config.train.steps=-1: must be >= 0"),
+        ("train.steps_per_loop", 0, r"--config.train.steps_per_loop=0: must be positive"),
+        ("train.log_every_steps", -5, r"--config.train.log_every_steps=-5: must be positive"),
+        ("train.checkpoint_every_steps", 0, r"--config.train.checkpoint_every_steps=0: must be positive"),
+        ("train.keep_checkpoints", 0, r"--config.train.keep_checkpoints=0: must be positive"),
+        ("eval.batch_size", -8, r"--config.eval.batch_size=-8: must be positive"),
+        ("data.num_buckets", 0, r"--config.data.num_buckets=0: must be positive"),
+        ("data.num_buckets", 200, r"--config.data.num_buckets=200 exceeds --config.data.seq_length=128"),
+        ("data.seq_length", 2, r"--config.data.seq_length=2: needs room for \[CLS\], \[SEP\] and a token"),
+        ("data.max_examples", -1, r"--config.data.max_examples=-1: must be >= 0"),
+        ("train.epochs", -1, r"--config.train.epochs=-1: must be >= 0"),
+        ("train.eval_every_steps", -1, r"--config.train.eval_every_steps=-1: must be >= 0"),
+        ("train.max_nan_skips", -1, r"--config.train.max_nan_skips=-1: must be >= 0"),
+        ("train.learning_rate", -1e-5, r"--config.train.learning_rate=-1e-05: must be > 0"),
+        ("train.learning_rate", float("nan"), r"--config.train.learning_rate=nan: must be > 0"),
+        ("train.learning_rate", float("inf"), r"--config.train.learning_rate=inf: must be > 0"),
+        ("train.clip_norm", 0.0, r"--config.train.clip_norm=0.0: must be > 0"),
+        ("train.clip_norm", float("inf"), r"--config.train.clip_norm=inf: must be > 0"),
+        ("train.weight_decay", -0.1, r"--config.train.weight_decay=-0.1: must be >= 0"),
+        ("train.weight_decay", float("nan"), r"--config.train.weight_decay=nan: must be >= 0"),
+        ("train.warmup_fraction", 1.0, r"--config.train.warmup_fraction=1.0: must be in \[0, 1\)"),
+        ("data.validation_fraction", float("nan"), r"--config.data.validation_fraction=nan: must be in"),
+        ("data.head_fraction", -0.5, r"--config.data.head_fraction=-0.5: must be in \[0, 1\]"),
+        ("model.head_dropout_rate", 1.0, r"--config.model.head_dropout_rate=1.0: must be in \[0, 1\)"),
+        ("model.head_hidden_size", -1, r"--config.model.head_hidden_size=-1: must be >= 0"),
+        ("model.bert.dropout_rate", -0.1, r"--config.model.bert.dropout_rate=-0.1: must be in \[0, 1\)"),
+        ("model.bert.num_layers", 0, r"--config.model.bert.num_layers=0: must be positive"),
+        ("data.truncation", "middle", r"--config.data.truncation='middle': expected one of head, tail, head_tail"),
+        ("train.precision", "float16", r"--config.train.precision='float16': expected one of"),
+        ("train.nan_policy", "ignore", r"--config.train.nan_policy='ignore': expected one of stop, skip"),
+        ("distribute.connect_timeout_seconds", 0, r"--config.distribute.connect_timeout_seconds=0: must be positive"),
     ],
 )
 def test_bad_values_are_named(key, value, message):
     config = valid()
-    section, name = key.split(".")
-    config[section][name] = value
+    *sections, name = key.split(".")
+    node = config
+    for section in sections:
+        node = node[section]
+    node[name] = value
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.validate(config)
 
@@ -55,3 +90,79 @@ def test_heads_must_divide_hidden_size():
 
 def test_defaults_are_valid():
     config_lib.validate(valid())
+
+
+def smoke():
+    """A randomly initialised encoder: its sizes come from the config."""
+    config = valid()
+    config.model.pretrained_dir = ""
+    config.model.vocab_path = "vocab.txt"
+    config.model.bert.max_position_embeddings = 64
+    config.data.seq_length = 32
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"data.seq_length": 65}, r"--config.data.seq_length=65 exceeds the encoder's 64 position embeddings"),
+        (
+            {"train.nan_policy": "skip", "train.max_nan_skips": 0},
+            r"nan_policy=skip with --config.train.max_nan_skips=0 never skips",
+        ),
+        ({"data.label_column": "text"}, r"text_column and --config.data.label_column are both 'text'"),
+        (
+            {"data.source": "tfds", "data.path": "/data/aclImdb"},
+            r"--config.data.source=tfds reads TFDS 'imdb_reviews', but --config.data.path=/data/aclImdb is set",
+        ),
+        ({"data.test_path": "test.csv"}, r"--config.data.test_path=test.csv: only csv and jsonl sources"),
+        (
+            {"data.source": "aclimdb", "data.path": "/data/aclImdb", "data.test_path": "test.csv"},
+            r"--config.data.test_path=test.csv: only csv and jsonl sources",
+        ),
+        (
+            {"data.max_examples": 4, "train.batch_size": 8},
+            r"--config.data.max_examples=4 caps the training set below one global batch",
+        ),
+        ({"train.epochs": 0, "train.steps": 0}, r"train.epochs and --config.train.steps are both 0"),
+    ],
+)
+def test_conflicting_values_are_named(changes, message):
+    config = smoke()
+    for key, value in changes.items():
+        section, name = key.split(".")
+        config[section][name] = value
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate(config)
+
+
+def test_seq_length_of_a_pretrained_encoder_is_checked_by_the_task_not_here():
+    # The pretrained encoder's own config.json sets its positions; validate() cannot know them.
+    config = valid()
+    config.model.bert.max_position_embeddings = 16
+    config_lib.validate(config)
+
+
+def test_freeze_encoder_works_with_every_encoder():
+    # Not a conflict: a hub encoder is loaded with trainable=False.
+    for encoder in ("bert", "hub"):
+        config = valid()
+        config.model.encoder = encoder
+        config.model.hub_encoder, config.model.hub_preprocessor = "/models/encoder", "/models/preprocessor"
+        config.model.freeze_encoder = True
+        config_lib.validate(config)
+
+
+def test_eval_interval_beyond_the_run_is_a_warning(caplog):
+    config = smoke()
+    config.train.steps = 20
+    config.train.eval_every_steps = 50
+    with caplog.at_level(logging.WARNING):
+        config_lib.validate(config)
+    assert "--config.train.eval_every_steps=50 exceeds --config.train.steps=20" in caplog.text
+
+
+def test_csv_source_with_test_file_is_valid():
+    config = smoke()
+    config.data.path, config.data.test_path = "train.csv", "test.csv"
+    config_lib.validate(config)

@@ -6,6 +6,9 @@ what differs. Every value can be overridden on the command line, for example
 of the wrong type while parsing flags.
 """
 
+import math
+
+from absl import logging
 import ml_collections
 
 ENCODER_TYPES = ("bert", "albert", "hub")
@@ -173,10 +176,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"--config.{key}={_get(config, key)}: must be >= 0.")
     if config.train.epochs == 0 and config.train.steps == 0:
         raise ConfigError("--config.train.epochs and --config.train.steps are both 0: set one.")
-    if config.train.learning_rate <= 0:
-        raise ConfigError(f"--config.train.learning_rate={config.train.learning_rate}: must be > 0.")
-    if config.train.clip_norm <= 0:
-        raise ConfigError(f"--config.train.clip_norm={config.train.clip_norm}: must be > 0.")
+    # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
+    for key in ("train.learning_rate", "train.clip_norm"):
+        if not (_get(config, key) > 0 and math.isfinite(_get(config, key))):
+            raise ConfigError(f"--config.{key}={_get(config, key)}: must be > 0.")
+    if not (config.train.weight_decay >= 0 and math.isfinite(config.train.weight_decay)):
+        raise ConfigError(f"--config.train.weight_decay={config.train.weight_decay}: must be >= 0.")
+    for key in (
+        "model.head_dropout_rate",
+        "model.bert.dropout_rate",
+        "model.bert.attention_dropout_rate",
+        "model.albert.dropout_rate",
+        "model.albert.attention_dropout_rate",
+    ):
+        if not 0 <= _get(config, key) < 1:
+            raise ConfigError(f"--config.{key}={_get(config, key)}: must be in [0, 1).")
     if not 0 <= config.data.head_fraction <= 1:
         raise ConfigError(f"--config.data.head_fraction={config.data.head_fraction}: must be in [0, 1].")
     if config.data.num_buckets > config.data.seq_length:
@@ -205,6 +219,47 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not config.model.pretrained_dir and hidden % heads:
         raise ConfigError(
             f"--config.model.bert.hidden_size={hidden} is not divisible by --config.model.bert.num_heads={heads}."
+        )
+    _check_conflicts(config)
+
+
+def _check_conflicts(config: ml_collections.ConfigDict) -> None:
+    """Combinations of values that cannot both take effect."""
+    data, train = config.data, config.train
+    if config.model.encoder in ("bert", "albert") and not config.model.pretrained_dir:
+        positions = config.model[config.model.encoder].max_position_embeddings
+        if data.seq_length > positions:
+            raise ConfigError(
+                f"--config.data.seq_length={data.seq_length} exceeds the encoder's {positions} position embeddings "
+                f"(--config.model.{config.model.encoder}.max_position_embeddings)."
+            )
+    if train.nan_policy == "skip" and train.max_nan_skips == 0:
+        raise ConfigError(
+            "--config.train.nan_policy=skip with --config.train.max_nan_skips=0 never skips a batch: "
+            "allow at least one skip, or use nan_policy=stop."
+        )
+    if data.text_column == data.label_column:
+        raise ConfigError(f"--config.data.text_column and --config.data.label_column are both {data.text_column!r}.")
+    if data.source == "tfds" and data.path:
+        raise ConfigError(
+            f"--config.data.source=tfds reads TFDS {data.tfds_name!r}, but --config.data.path={data.path} "
+            "is set too: drop one of them."
+        )
+    if data.test_path and (data.source in ("tfds", "aclimdb") or (data.source == "auto" and not data.path)):
+        raise ConfigError(
+            f"--config.data.test_path={data.test_path}: only csv and jsonl sources take a separate test file; "
+            "TFDS and aclImdb bring their own test split."
+        )
+    if 0 < data.max_examples < train.batch_size:
+        raise ConfigError(
+            f"--config.data.max_examples={data.max_examples} caps the training set below one global batch "
+            f"(--config.train.batch_size={train.batch_size})."
+        )
+    if train.steps and train.eval_every_steps > train.steps:
+        logging.warning(
+            "--config.train.eval_every_steps=%d exceeds --config.train.steps=%d: validation runs only at the end.",
+            train.eval_every_steps,
+            train.steps,
         )
     hidden, heads = config.model.albert.hidden_size, config.model.albert.num_heads
     if config.model.encoder == "albert" and not config.model.pretrained_dir and hidden % heads:
