@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# Runs the multi-worker trainer (MultiWorkerMirroredStrategy) on N Compute Engine GPU VMs,
+# one worker per VM: create them, install the project, start, follow logs, stop, delete.
+# Kept to bash 3.2 features: it usually runs on a laptop, and macOS ships bash 3.2.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: launch/gcloud_cluster.sh SUBCOMMAND [options] [-- trainer.main flags (start only)]
+
+Subcommands:
+  up           create the VMs <name_prefix>-0 .. <name_prefix>-(N-1) (gcloud compute instances
+               create): GPUs attached, --maintenance-policy=TERMINATE (required with GPUs),
+               cloud-platform scope for the gs:// model_dir. On a plain image the NVIDIA
+               driver is installed by a startup script (the VM reboots once, a few minutes);
+               on a Deep Learning VM image (--image_project=deeplearning-platform-release)
+               by the image itself.
+  install      copy this repository (git archive of HEAD: commit first) to every VM, then
+               install it there as BUILD.md says: Python 3.11 venv, pinned requirements,
+               offline weights (--no-deps), and the CUDA TensorFlow build. Safe to rerun.
+  start        start one worker per VM under nohup, each with its TF_CONFIG
+               {"cluster": {"worker": ["<prefix>-0:PORT", ...]}, "task": {"type": "worker",
+               "index": i}} (VM names resolve on the VPC; worker 0 is the chief), running
+               python -m trainer.main --strategy=multi_worker_mirrored --model_dir=<gs://...>
+               [trainer flags], logging to <remote_dir>/worker.log; and TensorBoard on the
+               chief (localhost only; see the tensorboard subcommand).
+  logs         stream every worker's log, each line prefixed with [worker i]; Ctrl-C stops.
+  stop         send SIGTERM to every worker: they save a checkpoint and exit (143); a later
+               start resumes from the checkpoint in --model_dir.
+  tensorboard  forward the chief's TensorBoard to this machine
+               (gcloud compute ssh <chief> -- -N -L LOCAL_PORT:localhost:TENSORBOARD_PORT).
+  down         delete the VMs (gcloud asks for confirmation unless --yes).
+
+Options (--opt VALUE or --opt=VALUE):
+  --num_workers N          number of VMs/workers, a positive integer (required, except for
+                           tensorboard)
+  --zone ZONE              Compute Engine zone, e.g. us-central1-a (required)
+  --project PROJECT        Google Cloud project (default: gcloud's configured project)
+  --name_prefix PREFIX     VM names are PREFIX-0 .. PREFIX-(N-1) (default: bert-worker)
+  --remote_dir DIR         where the repository goes on the VMs, relative to the home
+                           directory (default: bert-trainer)
+  --dry-run                print every command it would run, one per line, fully expanded
+                           (including each worker's TF_CONFIG), and run nothing
+  -h, --help               this help
+ up:
+  --machine_type TYPE      (default: n1-standard-8)
+  --accelerator_type TYPE  (default: nvidia-tesla-t4)
+  --accelerator_count K    GPUs per VM (default: 1; 0 = CPU-only VMs, no driver)
+  --image_family FAMILY    (default: debian-12, whose Python is 3.11, as the project needs)
+  --image_project PROJECT  (default: debian-cloud; deeplearning-platform-release for a
+                           Deep Learning VM family, which must provide python3.11)
+  --boot_disk_size SIZE    (default: 100GB; the CUDA wheels need ~10 GB)
+ install:
+  --accelerator_count K    0 keeps the CPU TensorFlow build (default: 1)
+ start:
+  --model_dir gs://B/P     shared checkpoints/summaries/exports (required, a gs:// path)
+  --port PORT              the workers' gRPC port (default: 2222; the default VPC
+                           network's default-allow-internal firewall rule lets it through)
+  --tensorboard_port PORT  TensorBoard's port on the chief (default: 6006)
+  -- FLAGS...              passed to trainer.main, e.g. --config=configs/minilm_imdb.py
+                           --config.train.batch_size=64 (not --strategy/--model_dir/
+                           --worker_hosts/--task_index: the launcher sets those)
+ logs:
+  --no_follow              print the logs so far and return
+ tensorboard:
+  --tensorboard_port PORT  as for start (default: 6006)
+  --local_port PORT        port on this machine (default: 6006)
+ down:
+  --yes                    do not ask for confirmation
+
+Example:
+  launch/gcloud_cluster.sh up      --num_workers 2 --zone us-central1-a
+  launch/gcloud_cluster.sh install --num_workers 2 --zone us-central1-a
+  launch/gcloud_cluster.sh start   --num_workers 2 --zone us-central1-a \
+      --model_dir gs://my-bucket/runs/minilm_imdb -- --config=configs/minilm_imdb.py
+  launch/gcloud_cluster.sh logs    --num_workers 2 --zone us-central1-a
+  launch/gcloud_cluster.sh down    --num_workers 2 --zone us-central1-a
+Add --dry-run to any of them to see the gcloud commands first.
+USAGE
+}
+
+die_usage() {
+  echo "gcloud_cluster.sh: $*" >&2
+  echo "Run launch/gcloud_cluster.sh --help for usage." >&2
+  exit 2
+}
+
+positive_int_re='^[1-9][0-9]*$'
+non_negative_int_re='^(0|[1-9][0-9]*)$'
+# Compute Engine names: lower-case letters, digits and dashes, starting with a letter.
+name_re='^[a-z]([-a-z0-9]*[a-z0-9])?$'
+# Words that need no shell quoting; also keeps remote paths free of quoting problems.
+plain_word_re='^[A-Za-z0-9_@%+=:,./-]+$'
+remote_dir_re='^[A-Za-z0-9_][A-Za-z0-9_./-]*$'
+option_eq_re='^(--[A-Za-z][A-Za-z0-9_.-]*=)'
+
+if [[ $# -eq 0 ]]; then
+  die_usage "missing SUBCOMMAND (up, install, start, logs, stop, tensorboard, down)"
+fi
+subcommand=$1
+shift
+case "$subcommand" in
+  -h|--help) usage; exit 0 ;;
+  up|install|start|logs|stop|tensorboard|down) ;;
+  *) die_usage "unknown subcommand '$subcommand' (up, install, start, logs, stop, tensorboard, down)" ;;
+esac
+
+num_workers=""
+zone=""
+project=""
+name_prefix="bert-worker"
+remote_dir="bert-trainer"
+dry_run=0
+machine_type="n1-standard-8"
+accelerator_type="nvidia-tesla-t4"
+accelerator_count=1
+image_family="debian-12"
+image_project="debian-cloud"
+boot_disk_size="100GB"
+model_dir=""
+port=2222
+tensorboard_port=6006
+local_port=6006
+follow=1
+yes=0
+trainer_args=()
+have_trainer_args=0
+
+# Each option takes "--opt VALUE" or "--opt=VALUE".
+while [[ $# -gt 0 ]]; do
+  opt=$1
+  value=""
+  words=1
+  case "$opt" in
+    --*=*) value=${opt#*=}; opt=${opt%%=*} ;;
+  esac
+  case "$opt" in
+    -h|--help) usage; exit 0 ;;
+    --dry-run|--dry_run) dry_run=1; shift; continue ;;
+    --no_follow) follow=0; shift; continue ;;
+    --yes) yes=1; shift; continue ;;
+    --) shift; trainer_args=("$@"); have_trainer_args=1; break ;;
+    --num_workers|--zone|--project|--name_prefix|--remote_dir|--machine_type|--accelerator_type|\
+    --accelerator_count|--image_family|--image_project|--boot_disk_size|--model_dir|--port|\
+    --tensorboard_port|--local_port)
+      if [[ $1 != *=* ]]; then
+        [[ $# -ge 2 ]] || die_usage "$opt needs a value"
+        value=$2
+        words=2
+      fi
+      ;;
+    *) die_usage "unknown option '$1' (trainer flags go after --, for start)" ;;
+  esac
+  case "$opt" in
+    --num_workers) num_workers=$value ;;
+    --zone) zone=$value ;;
+    --project) project=$value ;;
+    --name_prefix) name_prefix=$value ;;
+    --remote_dir) remote_dir=$value ;;
+    --machine_type) machine_type=$value ;;
+    --accelerator_type) accelerator_type=$value ;;
+    --accelerator_count) accelerator_count=$value ;;
+    --image_family) image_family=$value ;;
+    --image_project) image_project=$value ;;
+    --boot_disk_size) boot_disk_size=$value ;;
+    --model_dir) model_dir=$value ;;
+    --port) port=$value ;;
+    --tensorboard_port) tensorboard_port=$value ;;
+    --local_port) local_port=$value ;;
+  esac
+  shift "$words"
+done
+
+# --- validation -----------------------------------------------------------------------
+if [[ $subcommand != tensorboard ]]; then
+  [[ -n $num_workers ]] || die_usage "--num_workers is required for '$subcommand'"
+  [[ $num_workers =~ $positive_int_re ]] ||
+    die_usage "--num_workers must be a positive integer, got '$num_workers'"
+fi
+[[ -n $zone ]] || die_usage "--zone is required (e.g. --zone us-central1-a)"
+[[ $zone =~ $plain_word_re ]] || die_usage "--zone: not a zone name: '$zone'"
+if [[ -n $project && ! $project =~ $plain_word_re ]]; then
+  die_usage "--project: not a project id: '$project'"
+fi
+# Leave room for "-<index>" within the 63-character limit.
+if [[ ! $name_prefix =~ $name_re || ${#name_prefix} -gt 57 ]]; then
+  die_usage "--name_prefix must be lower-case letters, digits and dashes, start with a letter and not end with a dash (at most 57 characters), got '$name_prefix'"
+fi
+[[ $remote_dir =~ $remote_dir_re ]] ||
+  die_usage "--remote_dir must be a plain relative path (letters, digits, _ . / -), got '$remote_dir'"
+[[ $accelerator_count =~ $non_negative_int_re ]] ||
+  die_usage "--accelerator_count must be a non-negative integer, got '$accelerator_count'"
+for pair in "--port:$port" "--tensorboard_port:$tensorboard_port" "--local_port:$local_port"; do
+  name=${pair%%:*}
+  value=${pair#*:}
+  if [[ ! $value =~ $positive_int_re ]] || (( value > 65535 )); then
+    die_usage "$name must be a port number (1-65535), got '$value'"
+  fi
+done
+for pair in "--machine_type:$machine_type" "--accelerator_type:$accelerator_type" \
+  "--image_family:$image_family" "--image_project:$image_project" "--boot_disk_size:$boot_disk_size"; do
+  name=${pair%%:*}
+  value=${pair#*:}
+  [[ $value =~ $plain_word_re ]] || die_usage "$name: unexpected value '$value'"
+done
+if [[ $have_trainer_args == 1 && $subcommand != start ]]; then
+  die_usage "trainer flags (after --) are only for 'start'"
+fi
+if [[ $subcommand == start ]]; then
+  [[ -n $model_dir ]] || die_usage "--model_dir is required for 'start' (a gs:// path every VM can write, e.g. gs://my-bucket/runs/imdb)"
+  [[ $model_dir == gs://?* ]] || die_usage "--model_dir must be a gs:// path (shared by all workers), got '$model_dir'"
+  [[ $model_dir =~ $plain_word_re ]] || die_usage "--model_dir: unexpected characters in '$model_dir'"
+  for arg in ${trainer_args[@]+"${trainer_args[@]}"}; do
+    case "$arg" in
+      --strategy|--strategy=*|--worker_hosts|--worker_hosts=*|--task_index|--task_index=*|--model_dir|--model_dir=*)
+        die_usage "the launcher sets --strategy, --model_dir and the cluster (TF_CONFIG) itself; drop $arg" ;;
+    esac
+  done
+fi
+
+cd "$(dirname "$0")/.."
+
+if [[ $dry_run == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
+  echo "gcloud_cluster.sh: gcloud not found; install the Google Cloud CLI (or use --dry-run)" >&2
+  exit 1
+fi
+
+# --- helpers ----------------------------------------------------------------------------
+quote() {
+  if [[ $1 =~ $plain_word_re ]]; then
+    printf '%s' "$1"
+  elif [[ $1 =~ $option_eq_re ]]; then
+    # --opt='value' reads better than '--opt=value' and means the same to a shell.
+    printf '%s' "${BASH_REMATCH[1]}"
+    quote "${1#"${BASH_REMATCH[1]}"}"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+quote_words() {
+  local out="" word
+  for word in "$@"; do
+    out+="${out:+ }$(quote "$word")"
+  done
+  printf '%s' "$out"
+}
+
+# Dry run: the command on stdout, exactly as a shell would need it. Real run: echoed to stderr, then run.
+run() {
+  if [[ $dry_run == 1 ]]; then
+    printf '%s\n' "$(quote_words "$@")"
+  else
+    printf '+ %s\n' "$(quote_words "$@")" >&2
+    "$@"
+  fi
+}
+
+scope=(--zone="$zone")
+if [[ -n $project ]]; then
+  scope+=(--project="$project")
+fi
+
+names=()
+for ((i = 0; i < ${num_workers:-1}; i++)); do
+  names+=("$name_prefix-$i")
+done
+chief=$name_prefix-0
+
+ssh_cmd() {  # ssh_cmd VM REMOTE_COMMAND -> the gcloud argv, in the array ssh_argv
+  ssh_argv=(gcloud compute ssh "$1" "${scope[@]}" --command="$2")
+}
+
+# Runs a command on the VM only while no process from its pid file is alive.
+unless_running() {  # pid_file what command
+  # shellcheck disable=SC2016  # $(...) is for the remote shell
+  printf 'if [ -f %s ] && kill -0 "$(cat %s)" 2>/dev/null; then echo "%s already running (pid $(cat %s))"; else %s; fi' \
+    "$1" "$1" "$2" "$1" "$3"
+}
+
+# --- subcommands ------------------------------------------------------------------------
+cmd_up() {
+  local create=(gcloud compute instances create "${names[@]}" "${scope[@]}"
+    --machine-type="$machine_type"
+    --image-family="$image_family" --image-project="$image_project"
+    --boot-disk-size="$boot_disk_size"
+    --maintenance-policy=TERMINATE
+    --scopes=cloud-platform)
+  if [[ $accelerator_count -gt 0 ]]; then
+    create+=(--accelerator="type=$accelerator_type,count=$accelerator_count")
+    if [[ $image_project == deeplearning-platform-release ]]; then
+      create+=(--metadata=install-nvidia-driver=True)
+    else
+      # Google's installer reboots the VM once; the startup script runs again after it and stops here.
+      create+=("--metadata=startup-script=if ! command -v nvidia-smi >/dev/null; then curl -fsSL https://storage.googleapis.com/compute-gpu-installation-us/installer/latest/cuda_installer.pyz -o /opt/cuda_installer.pyz && python3 /opt/cuda_installer.pyz install_driver; fi")
+    fi
+  fi
+  run "${create[@]}"
+}
+
+cmd_install() {
+  local tf_pin cuda_step="" setup vm
+  tf_pin=$(grep -E '^tensorflow==' requirements.txt || true)
+  [[ -n $tf_pin ]] || { echo "gcloud_cluster.sh: no tensorflow== pin in requirements.txt" >&2; exit 1; }
+  if [[ $accelerator_count -gt 0 ]]; then
+    cuda_step=" && pip install -q 'tensorflow[and-cuda]==${tf_pin#tensorflow==}'"
+  fi
+  if [[ $dry_run == 0 && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    echo "gcloud_cluster.sh: warning: uncommitted changes are not copied (git archive HEAD)" >&2
+  fi
+  setup="cd $remote_dir && (python3.11 -m venv --help >/dev/null 2>&1 || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11-venv))"
+  setup+=" && python3.11 -m venv .venv && . .venv/bin/activate && pip install -q --upgrade pip"
+  setup+=" && pip install -q -e . && pip install -q --no-deps -r requirements-offline.txt$cuda_step"
+  setup+=" && python -c 'import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices(\"GPU\"))'"
+  for vm in "${names[@]}"; do
+    ssh_cmd "$vm" "mkdir -p $remote_dir && tar -x -C $remote_dir"
+    if [[ $dry_run == 1 ]]; then
+      printf 'git archive --format=tar HEAD | %s\n' "$(quote_words "${ssh_argv[@]}")"
+    else
+      printf '+ git archive --format=tar HEAD | %s\n' "$(quote_words "${ssh_argv[@]}")" >&2
+      git archive --format=tar HEAD | "${ssh_argv[@]}"
+    fi
+    ssh_cmd "$vm" "$setup"
+    run "${ssh_argv[@]}"
+  done
+}
+
+cmd_start() {
+  local cluster="" flags="" i tf_config launch tensorboard
+  for ((i = 0; i < num_workers; i++)); do
+    cluster+="${cluster:+, }\"${names[$i]}:$port\""
+  done
+  flags=$(quote_words --strategy=multi_worker_mirrored --model_dir="$model_dir" ${trainer_args[@]+"${trainer_args[@]}"})
+  for ((i = 0; i < num_workers; i++)); do
+    tf_config="{\"cluster\": {\"worker\": [$cluster]}, \"task\": {\"type\": \"worker\", \"index\": $i}}"
+    # One simple command before '&', so $! (saved for stop) is the trainer's own PID.
+    launch="TF_CONFIG='$tf_config' nohup .venv/bin/python -m trainer.main $flags >> worker.log 2>&1 < /dev/null & echo \$! > worker.pid; echo \"worker $i started on \$(hostname), pid \$!, log $remote_dir/worker.log\""
+    ssh_cmd "${names[$i]}" "cd $remote_dir && $(unless_running worker.pid "worker $i" "$launch")"
+    run "${ssh_argv[@]}"
+  done
+  tensorboard="nohup .venv/bin/tensorboard --logdir=$model_dir --host=localhost --port=$tensorboard_port >> tensorboard.log 2>&1 < /dev/null & echo \$! > tensorboard.pid"
+  ssh_cmd "$chief" "cd $remote_dir && $(unless_running tensorboard.pid TensorBoard "$tensorboard")"
+  run "${ssh_argv[@]}"
+  if [[ $dry_run == 0 ]]; then
+    echo "Started. Logs: launch/gcloud_cluster.sh logs --num_workers $num_workers $(quote_words "${scope[@]}")"
+    echo "TensorBoard: launch/gcloud_cluster.sh tensorboard $(quote_words "${scope[@]}")"
+  fi
+}
+
+cmd_logs() {
+  local i tail_opts="-n +1" pids=() pid
+  if [[ $follow == 1 ]]; then
+    tail_opts="-n +1 -F"
+  fi
+  if [[ $dry_run == 1 ]]; then
+    for ((i = 0; i < num_workers; i++)); do
+      ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
+      run "${ssh_argv[@]}"
+    done
+    return
+  fi
+  # Each stream is its own job (and process group), so Ctrl-C can end gcloud, ssh and the reader together.
+  set -m
+  for ((i = 0; i < num_workers; i++)); do
+    ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
+    printf '+ %s\n' "$(quote_words "${ssh_argv[@]}")" >&2
+    (
+      "${ssh_argv[@]}" 2>&1 | while IFS= read -r line; do
+        printf '[worker %d] %s\n' "$i" "$line"
+      done
+    ) &
+    pids+=("$!")
+  done
+  # shellcheck disable=SC2064  # the PIDs are fixed now
+  trap "for pid in ${pids[*]}; do kill -TERM -- -\$pid 2>/dev/null || true; done; exit 130" INT TERM
+  for pid in "${pids[@]}"; do
+    wait "$pid" || true
+  done
+}
+
+cmd_stop() {
+  local i stop failed=0
+  for ((i = 0; i < num_workers; i++)); do
+    stop="cd $remote_dir && if [ -f worker.pid ] && kill -0 \"\$(cat worker.pid)\" 2>/dev/null; then kill -TERM \"\$(cat worker.pid)\" && echo \"worker $i: sent SIGTERM to pid \$(cat worker.pid)\"; else echo \"worker $i: not running\"; fi"
+    ssh_cmd "${names[$i]}" "$stop"
+    run "${ssh_argv[@]}" || failed=1
+  done
+  return "$failed"
+}
+
+cmd_tensorboard() {
+  local forward=(gcloud compute ssh "$chief" "${scope[@]}" -- -N -L "$local_port:localhost:$tensorboard_port")
+  if [[ $dry_run == 1 ]]; then
+    run "${forward[@]}"
+    return
+  fi
+  echo "TensorBoard (started on $chief by 'start') -> http://localhost:$local_port/  (Ctrl-C ends the tunnel)"
+  run "${forward[@]}"
+}
+
+cmd_down() {
+  local delete=(gcloud compute instances delete "${names[@]}" "${scope[@]}")
+  if [[ $yes == 1 ]]; then
+    delete+=(--quiet)
+  fi
+  run "${delete[@]}"
+}
+
+"cmd_$subcommand"

