@@ -4,11 +4,12 @@ each stops with exit status 2 and a one-line message, before a model is built.
 Unit-level cases of validate() are in tests/test_config.py; data cases in tests/test_bad_data.py.
 """
 
+import json
 import re
 
 import pytest
 
-from conftest import run_trainer
+from conftest import check_ok, run_trainer
 
 CASES = {
     # ml_collections parses the value and rejects it.
@@ -24,6 +25,18 @@ CASES = {
         ["--config.data.source=csv"],
         r"--config.data.path=\S+ is a directory, but --config.data.source=csv reads one file",
     ),
+    "text flag outside predict mode": (
+        ["--text=great film", "--mode=export"],
+        r"--text and --input_file are only for --mode=predict",
+    ),
+    "predict input file is a directory": (
+        ["--mode=predict", "--input_file={tmp_path}"],
+        r"--input_file=\S+ is a directory",
+    ),
+    "batch larger than the training set": (
+        ["--config.train.batch_size=512", "--config.eval.batch_size=8"],
+        r"training examples do not fill one global batch of 512",
+    ),
     "test file for an aclImdb source": (
         ["--config.data.test_path=test.csv"],
         r"--config.data.test_path=test.csv: only csv and jsonl sources take a separate test file",
@@ -34,6 +47,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_flags_stop_before_the_model_is_built(case, tmp_path, vocab_path, imdb_dir):
     flags, message = CASES[case]
+    flags = [flag.format(tmp_path=tmp_path) for flag in flags]
     process = run_trainer(tmp_path / "run", vocab_path, imdb_dir, "--strategy=default", *flags)
     assert process.returncode == 2, process.stderr[-3000:]
     assert re.search(message, process.stderr), process.stderr[-3000:]
@@ -42,39 +56,10 @@ def test_bad_flags_stop_before_the_model_is_built(case, tmp_path, vocab_path, im
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-# Not caught yet; each reason names the file and function where the check belongs.
-NOT_YET_CAUGHT = {
-    "text flag outside predict mode": (
-        ["--text=great film", "--mode=export"],
-        r"--text and --input_file are only for --mode=predict",
-        "trainer/main.py run(): --text/--input_file are silently ignored in training modes",
-    ),
-    "predict input file is a directory": (
-        ["--mode=predict", "--input_file={tmp_path}"],
-        r"--input_file=\S+ is a directory",
-        "trainer/main.py _predict(): checks only os.path.exists, then read_texts raises IsADirectoryError",
-    ),
-    "batch larger than the training set": (
-        ["--config.train.batch_size=512", "--config.eval.batch_size=8"],
-        r"training examples do not fill one global batch of 512",
-        "trainer/data/batching.py train_plan(): ZeroDivisionError when no full batch fits in an epoch",
-    ),
-    "no validation split": (
-        ["--config.data.validation_fraction=0", "--config.train.steps=1"],
-        r"",
-        "trainer/data/pipeline.py: an empty split makes tf.constant([]) a float32 tensor; the tokenizer raises",
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(NOT_YET_CAUGHT))
-def test_not_yet_caught(case, tmp_path, vocab_path, imdb_dir, request):
-    flags, message, reason = NOT_YET_CAUGHT[case]
-    request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    flags = [flag.format(tmp_path=tmp_path) for flag in flags]
-    process = run_trainer(tmp_path / "run", vocab_path, imdb_dir, "--strategy=default", *flags)
-    assert "Traceback" not in process.stderr, process.stderr[-3000:]
-    if message:
-        assert process.returncode == 2 and re.search(message, process.stderr), process.stderr[-3000:]
-    else:
-        assert process.returncode == 0, process.stderr[-3000:]
+def test_no_validation_split_trains_and_reports_the_test_split_only(tmp_path, vocab_path, imdb_dir):
+    process = check_ok(
+        run_trainer(tmp_path, vocab_path, imdb_dir, "--config.data.validation_fraction=0", "--config.train.steps=2")
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "validation" not in metrics and metrics["test"]["num_examples"] == 40
+    assert "Traceback" not in process.stderr

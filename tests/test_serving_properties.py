@@ -221,12 +221,6 @@ def test_predict_mode_prints_one_line_per_text_of_an_odd_file(trained_run, tmp_p
     assert "Caf\ufffd \ufffd\ufffd invalid UTF-8" in expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainer/predict.py predict(): tf.constant raises on a str with lone surrogates, which is what "
-    "Python makes of invalid UTF-8 in argv (--text); and trainer/main.py _predict() cannot print it. "
-    "Fix: encode texts with errors='replace' before tf.constant and before printing.",
-)
 def test_predict_mode_takes_invalid_utf8_in_a_text_flag(trained_run, vocab_path):
     command = [arg.encode() for arg in predict_command(trained_run.model_dir, vocab_path)]
     process = subprocess.run(

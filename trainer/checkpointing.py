@@ -75,9 +75,9 @@ class Checkpoints:
         return None
 
     def save(self, step: int) -> str:
-        """Saves on every worker; only the chief's copy stays."""
+        """Saves on every worker; only the chief's copy stays. Returns a description for the log."""
         path = self._manager.save(checkpoint_number=step)
         if not self.is_chief:
             tf.io.gfile.rmtree(self._write_dir)
-            return os.path.join(self.directory, os.path.basename(path))
+            return f"step {step} (this worker's copy removed; the chief keeps {self.directory})"
         return path

@@ -116,8 +116,11 @@ def _restored_trainer(config, task, strategy) -> Trainer:
 
 
 def _predict(config, task, strategy) -> None:
-    texts = list(FLAGS.text)
+    # Invalid UTF-8 in argv arrives as lone surrogates, which TensorFlow and stdout reject.
+    texts = [text.encode("utf-8", "replace").decode("utf-8") for text in FLAGS.text]
     if FLAGS.input_file:
+        if os.path.isdir(FLAGS.input_file):
+            raise config_lib.ConfigError(f"--input_file={FLAGS.input_file} is a directory; give a text file.")
         if not os.path.exists(FLAGS.input_file):
             raise config_lib.ConfigError(f"--input_file={FLAGS.input_file}: no such file.")
         texts += predict_lib.read_texts(FLAGS.input_file)
@@ -162,6 +165,8 @@ def _check_model_dir(trainer: Trainer) -> None:
 
 def run(config) -> None:
     config_lib.validate(config)
+    if FLAGS.mode != "predict" and (FLAGS.text or FLAGS.input_file):
+        raise config_lib.ConfigError("--text and --input_file are only for --mode=predict.")
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = _create_strategy(config)
@@ -186,9 +191,17 @@ def run(config) -> None:
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
+    if FLAGS.mode != "evaluate" and len(data.train) < config.train.batch_size:
+        raise sources.DataError(
+            f"{len(data.train)} training examples do not fill one global batch of {config.train.batch_size} "
+            "(--config.train.batch_size)."
+        )
+    validation = data.validation if len(data.validation) else None
     if FLAGS.mode == "evaluate":
         trainer = _restored_trainer(config, task, strategy)
-        split_name, examples = ("test", data.test) if data.test is not None else ("validation", data.validation)
+        split_name, examples = ("test", data.test) if data.test is not None else ("validation", validation)
+        if examples is None:
+            raise config_lib.ConfigError("--mode=evaluate needs a test split or --config.data.validation_fraction > 0.")
         trainer.write_results({split_name: trainer.evaluate(examples, split_name)})
         return
 
@@ -197,7 +210,8 @@ def run(config) -> None:
     if FLAGS.mode == "train":
         trainer.train(data.train, None)
     else:
-        results = {"validation": trainer.train(data.train, data.validation)}
+        validation_metrics = trainer.train(data.train, validation)
+        results = {"validation": validation_metrics} if validation is not None else {}
         if data.test is not None:
             results["test"] = trainer.evaluate(data.test, "test")
         trainer.write_results(results)
@@ -228,6 +242,15 @@ def main(argv: list[str]) -> None:
     except PreemptedError as e:
         logging.warning("%s Exiting with status %d: restart the job to resume.", e, EXIT_PREEMPTED)
         sys.exit(EXIT_PREEMPTED)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+        if FLAGS.strategy != "multi_worker_mirrored":
+            raise
+        # Peer failures surface as collective errors on the survivors.
+        logging.error(
+            "Lost contact with a peer worker (%s). Restart the job: it resumes from the last checkpoint.",
+            " ".join(str(e.message).split())[:400],
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,6 @@ def predict(export_path: str, texts: list[str], batch_size: int = 64) -> list[fl
 
 
 def read_texts(path: str) -> list[str]:
-    """One text per line; blank lines are skipped."""
+    """One text per line; blank lines are skipped; invalid UTF-8 becomes U+FFFD."""
     with open(path, encoding="utf-8", errors="replace") as f:
         return [line.rstrip("\n") for line in f if line.strip()]

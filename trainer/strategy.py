@@ -2,16 +2,13 @@
 
 import json
 import os
-import socket
+import subprocess
 import sys
-import threading
 
 from absl import logging
 import tensorflow as tf
 
 STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "default")
-# Exit status of a worker that could not reach its peers in time.
-UNREACHABLE_EXIT_CODE = 4
 _COMMUNICATIONS = {
     "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
     "ring": tf.distribute.experimental.CommunicationImplementation.RING,
@@ -29,59 +26,56 @@ def set_tf_config(worker_hosts: str, task_index: int) -> None:
     )
 
 
-def _cluster_addresses() -> tuple[list[str], str]:
-    """Every address of TF_CONFIG's cluster, and this task's own."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-    own = cluster.get(task.get("type"), [None] * (task.get("index", 0) + 1))[task.get("index", 0)]
-    return [address for addresses in cluster.values() for address in addresses], own
-
-
-def _unreachable(addresses: list[str]) -> list[str]:
-    unreachable = []
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=2).close()
-        except (OSError, ValueError):
-            unreachable.append(address)
-    return unreachable
+# Runs beside a joining worker. TensorFlow blocks inside C++ holding the GIL while it
+# waits for its peers, so no Python thread of the worker could act on a timeout.
+_JOIN_WATCHDOG = r"""
+import os, select, signal, socket, sys
+parent, timeout, own, peers = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+if select.select([sys.stdin], [], [], timeout)[0]:
+    sys.exit(0)  # The worker joined (or died): its end of the pipe closed.
+def reachable(address):
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
+    except (OSError, ValueError):
+        return False
+missing = [peer for peer in peers if not reachable(peer)] or peers
+sys.stderr.write(
+    f"FATAL worker {own} could not join its cluster within {timeout:g} s "
+    f"(--config.distribute.connect_timeout_seconds): no connection to {', '.join(missing)}. Check that every "
+    "worker is started with the same TF_CONFIG cluster and that these addresses are reachable.\n"
+)
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
 
 
 def _multi_worker_mirrored(communication: str, connect_timeout: float) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy over TF_CONFIG's cluster, failing fast on unreachable peers.
 
-    Creating the strategy blocks until every worker has joined the cluster; a
-    watchdog thread ends the process after `connect_timeout` seconds, naming
-    the peers it cannot connect to, rather than letting it hang.
+    Creating the strategy waits until every worker is up. A watchdog process
+    ends this one after `connect_timeout` seconds, naming the peers it cannot
+    connect to, rather than letting it hang.
     """
-    addresses, own = _cluster_addresses()
-    joined = threading.Event()
-
-    def watchdog():
-        if joined.wait(connect_timeout):
-            return
-        peers = [a for a in addresses if a != own]
-        missing = _unreachable(peers) or peers
-        logging.error(
-            "Worker %s could not join the cluster within %g s (--config.distribute.connect_timeout_seconds): "
-            "no connection to %s. Check that every worker is started with the same TF_CONFIG cluster and "
-            "that these addresses are reachable.",
-            own,
-            connect_timeout,
-            ", ".join(missing),
-        )
-        logging.flush()
-        sys.stderr.flush()
-        os._exit(UNREACHABLE_EXIT_CODE)  # The main thread is blocked inside TensorFlow.
-
-    threading.Thread(target=watchdog, name="cluster-connect-watchdog", daemon=True).start()
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(
-            implementation=_COMMUNICATIONS[communication]
-        )
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    addresses = [address for job in ("chief", "worker") for address in cluster.get(job, [])]
+    own = cluster.get(task.get("type"), [None] * (task.get("index", 0) + 1))[task.get("index", 0)]
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _JOIN_WATCHDOG, str(os.getpid()), str(connect_timeout), str(own)]
+        + [a for a in addresses if a != own],
+        stdin=subprocess.PIPE,
     )
-    joined.set()
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=_COMMUNICATIONS[communication]
+            )
+        )
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
     resolver = strategy.cluster_resolver
     logging.info(
         "Cluster %s; this is %s %s (%s); %d replica(s) in sync, %s all-reduce.",
@@ -119,6 +113,12 @@ def create_strategy(name: str, communication: str = "auto", connect_timeout: flo
     no CPU kernel, and hierarchical copy assumes an even device count (with
     an odd one it leaves a replica's gradients out).
     """
+    if name == "multi_worker_mirrored":
+        # First, before anything lists devices: collectives must be configured before
+        # TensorFlow initialises its runtime.
+        if not os.environ.get("TF_CONFIG"):
+            logging.warning("No TF_CONFIG (or --worker_hosts): MultiWorkerMirroredStrategy runs as a single worker.")
+        return _multi_worker_mirrored(communication, connect_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         if gpus:
@@ -128,10 +128,6 @@ def create_strategy(name: str, communication: str = "auto", connect_timeout: flo
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         logging.warning("No GPU visible: MirroredStrategy falls back to %d CPU device(s) %s.", len(cpus), cpus)
         return tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multi_worker_mirrored":
-        if not os.environ.get("TF_CONFIG"):
-            logging.warning("No TF_CONFIG (or --worker_hosts): MultiWorkerMirroredStrategy runs as a single worker.")
-        return _multi_worker_mirrored(communication, connect_timeout)
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "default":

@@ -7,6 +7,7 @@ call, and handles NaN losses and preemption at step boundaries that every
 worker agrees on.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -259,9 +260,19 @@ class Trainer:
             finally:
                 signal.signal(signal.SIGTERM, previous_handler)
         self._save_checkpoint()
+        # Every worker logs it: equal digests prove the replicas hold identical weights.
+        logging.info("Weights digest at step %d: %s", self.step, self.weights_digest())
         if validation_examples is None:
             return {}
         return self.evaluate(validation_examples, "validation")
+
+    def weights_digest(self) -> str:
+        """SHA-256 over the model's variables, in a fixed order."""
+        digest = hashlib.sha256()
+        for variable in self.model.variables:
+            digest.update(variable.name.encode())
+            digest.update(variable.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def _request_stop(self, signum, frame) -> None:
         del frame

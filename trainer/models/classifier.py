@@ -28,7 +28,8 @@ class Classifier(tf_keras.Model):
         self.logit = tf_keras.layers.Dense(1, dtype="float32", name="logit")
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        hidden = self.encoder(inputs, training=training)["pooled_output"]
+        # A frozen encoder is a fixed feature extractor: no dropout inside it.
+        hidden = self.encoder(inputs, training=training and self.encoder.trainable)["pooled_output"]
         for layer in self.hidden_layers:
             hidden = layer(hidden, training=training)
         return tf.squeeze(self.logit(self.dropout(hidden, training=training)), axis=-1)
