@@ -113,22 +113,24 @@ class ClassificationTask:
         Keras metrics sum their state over replicas and workers when read, so a
         sharded evaluation reports the same numbers as a single-device one.
         """
-        metrics = {
-            "loss": tf_keras.metrics.Mean(name="loss"),
-            "accuracy": tf_keras.metrics.BinaryAccuracy(name="accuracy"),
+        # float32 under any mixed-precision policy: counts and sums need the range.
+        kinds = {
+            "loss": tf_keras.metrics.Mean,
+            "accuracy": tf_keras.metrics.BinaryAccuracy,
             # 200 thresholds: its counters also give the ROC curve (see roc_curve()).
-            "auc": tf_keras.metrics.AUC(num_thresholds=200, name="auc"),
+            "auc": lambda **kwargs: tf_keras.metrics.AUC(num_thresholds=200, **kwargs),
         }
         if evaluation:
-            metrics.update(
-                precision=tf_keras.metrics.Precision(name="precision"),
-                recall=tf_keras.metrics.Recall(name="recall"),
-                true_positives=tf_keras.metrics.TruePositives(name="true_positives"),
-                false_positives=tf_keras.metrics.FalsePositives(name="false_positives"),
-                true_negatives=tf_keras.metrics.TrueNegatives(name="true_negatives"),
-                false_negatives=tf_keras.metrics.FalseNegatives(name="false_negatives"),
-                num_examples=tf_keras.metrics.Sum(name="num_examples"),
+            kinds.update(
+                precision=tf_keras.metrics.Precision,
+                recall=tf_keras.metrics.Recall,
+                true_positives=tf_keras.metrics.TruePositives,
+                false_positives=tf_keras.metrics.FalsePositives,
+                true_negatives=tf_keras.metrics.TrueNegatives,
+                false_negatives=tf_keras.metrics.FalseNegatives,
+                num_examples=tf_keras.metrics.Sum,
             )
+        metrics = {name: kind(name=name, dtype="float32") for name, kind in kinds.items()}
         return metrics
 
     @staticmethod

@@ -10,7 +10,9 @@ over input pipelines and resuming at a step:
   batched together (padded to the longest among them), and only the last
   partial global batch of the epoch is dropped, as without bucketing. Batches
   of one bucket come in runs of `steps_per_run`, so several steps can share
-  one compiled function call.
+  one compiled function call; runs are ordered by their first example's place
+  in the permutation, so a plan whose examples all fit one bucket is the
+  unbucketed plan, only padded shorter.
 - Evaluation: every example exactly once; the last batch of each bucket is
   filled with padding slots (index -1) that carry zero weight.
 """
@@ -77,7 +79,11 @@ def _epoch(
     for start in range(0, len(mixed) - global_batch_size + 1, global_batch_size):
         batch = mixed[start : start + global_batch_size]
         runs.append((batch[np.newaxis], buckets[_bucket_of(token_lengths[batch], buckets).max()]))
-    runs = [runs[i] for i in rng.permutation(len(runs)) if len(runs[i][0])]
+    # Runs come in the order their first example has in the permutation: random, and
+    # with every example in one bucket exactly the order of the unbucketed plan.
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    runs = sorted((run for run in runs if len(run[0])), key=lambda run: rank[run[0][0, 0]])
     indices = np.concatenate([run for run, _ in runs])
     lengths = np.concatenate([np.full(len(run), length, np.int32) for run, length in runs])
     assert len(indices) == num_batches

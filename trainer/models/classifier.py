@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tf_keras
 
+from trainer.models.dropout import Dropout
+
 
 class Classifier(tf_keras.Model):
     """Wraps any encoder that maps the BERT input dict to a dict with `pooled_output`.
@@ -23,7 +25,7 @@ class Classifier(tf_keras.Model):
                 tf_keras.layers.BatchNormalization(dtype="float32", name="head_batch_norm"),
                 tf_keras.layers.ReLU(name="head_relu"),
             ]
-        self.dropout = tf_keras.layers.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         # The logit is float32 under any mixed-precision policy, for a stable loss.
         self.logit = tf_keras.layers.Dense(1, dtype="float32", name="logit")
 

@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tf_keras
 
+from trainer.models.dropout import Dropout
+
 
 def truncated_normal(stddev: float) -> tf_keras.initializers.Initializer:
     """A fresh initializer: one instance reused for several weights would give them equal values."""
@@ -30,12 +32,17 @@ class BertEmbeddings(tf_keras.layers.Layer):
         self.layer_norm = tf_keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype="float32", name="layer_norm"
         )
-        self.dropout = tf_keras.layers.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def build(self, input_shape):
         def table(name: str, rows: int) -> tf.Variable:
+            # Read in float32: the sum and LayerNorm are float32, and autocasting would
+            # convert the whole table to the compute dtype at every step.
             return self.add_weight(
-                name, shape=(rows, self.hidden_size), initializer=truncated_normal(self._initializer_range)
+                name,
+                shape=(rows, self.hidden_size),
+                initializer=truncated_normal(self._initializer_range),
+                experimental_autocast=False,
             )
 
         self.word_embeddings = table("word_embeddings", self.vocab_size)

@@ -1,0 +1,132 @@
+"""Mixed precision, XLA and length bucketing change speed, not what the model learns."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from trainer import config as config_lib
+from trainer.task import ClassificationTask
+
+from conftest import check_ok, read_scalars, run_trainer
+
+NO_DROPOUT = (
+    "--config.model.bert.dropout_rate=0",
+    "--config.model.bert.attention_dropout_rate=0",
+    "--config.model.head_dropout_rate=0",
+)
+STEPS = ("--config.train.steps=12", "--config.train.log_every_steps=1", "--config.train.checkpoint_every_steps=100")
+
+
+def losses(model_dir) -> np.ndarray:
+    train = read_scalars(model_dir / "train")["loss"]
+    return np.array([train[step] for step in sorted(train)])
+
+
+def tiny_task(vocab_path: str, precision: str = "float32") -> ClassificationTask:
+    tf_keras.mixed_precision.set_global_policy(precision)
+    config = config_lib.default_config()
+    config.model.pretrained_dir = ""
+    config.model.vocab_path = vocab_path
+    config.model.bert.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    config.model.bert.update(max_position_embeddings=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+    config.data.seq_length = 64
+    return ClassificationTask(config)
+
+
+@pytest.fixture
+def float32_policy():
+    yield
+    tf_keras.mixed_precision.set_global_policy("float32")
+
+
+def test_padding_to_any_bucket_length_gives_the_same_logits_and_gradients(vocab_path, float32_policy):
+    task = tiny_task(vocab_path)
+    model = task.build_model()
+    texts = tf.constant(["a great film", "awful boring mess of a movie, the plot is dull and weak", ""])
+    full = task.build_tokenizer()(texts)
+    longest = int(tf.reduce_max(tf.reduce_sum(full["input_mask"], axis=1)))
+    labels = tf.constant([1.0, 0.0, 1.0])
+
+    def logits_and_gradients(length):
+        features = {key: value[:, :length] for key, value in full.items()}
+        with tf.GradientTape() as tape:
+            logits = model(features, training=False)
+            loss = tf.reduce_mean(task.per_example_loss(labels, logits))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        return logits.numpy(), [tf.convert_to_tensor(g).numpy() for g in gradients]
+
+    reference_logits, reference_gradients = logits_and_gradients(64)
+    for length in (longest, 24, 40):
+        logits, gradients = logits_and_gradients(length)
+        np.testing.assert_allclose(logits, reference_logits, atol=1e-5)
+        for got, want in zip(gradients, reference_gradients):
+            if got.shape == want.shape:  # Position embeddings beyond `length` get no gradient rows.
+                np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_mixed_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_matters(vocab_path, float32_policy):
+    task = tiny_task(vocab_path, "mixed_bfloat16")
+    model = task.build_model()
+    features = task.build_tokenizer()(tf.constant(["a great film"]))
+    encoder_outputs = model.encoder(features)
+    assert encoder_outputs["sequence_output"].dtype == tf.bfloat16
+    assert model(features).dtype == tf.float32  # The logit, hence the loss.
+    assert all(v.dtype == tf.float32 for v in model.variables)
+    block = model.encoder.blocks[0]
+    assert block.attention_layer_norm.compute_dtype == "float32"
+    assert block.intermediate.compute_dtype == "bfloat16"
+
+
+def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(tmp_path, vocab_path, imdb_dir):
+    plain = tmp_path / "plain"
+    check_ok(run_trainer(plain, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, "--config.train.jit_compile=false"))
+    xla = tmp_path / "xla"
+    xla_run = check_ok(run_trainer(xla, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, "--config.train.jit_compile=true"))
+    assert "XLA on" in xla_run.stderr
+    np.testing.assert_allclose(losses(xla), losses(plain), rtol=1e-4)
+
+    # Same batches, padded to bucket lengths instead of seq_length: the loss curve stays.
+    # (The fixture's reviews are 27-32 tokens, so with 4 buckets of a 64-token budget they
+    # take the 32 bucket: every batch is cut to half the length.)
+    long_plain = tmp_path / "long_plain"
+    padded = ("--config.data.seq_length=64", "--config.model.bert.max_position_embeddings=64")
+    check_ok(run_trainer(long_plain, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, *padded))
+    bucketed = tmp_path / "bucketed"
+    bucketed_run = check_ok(
+        run_trainer(
+            bucketed,
+            vocab_path,
+            imdb_dir,
+            *NO_DROPOUT,
+            *STEPS,
+            *padded,
+            "--config.data.num_buckets=4",
+            "--config.train.jit_compile=true",
+        )
+    )
+    assert "Compiled the train step for length 32" in bucketed_run.stderr
+    np.testing.assert_allclose(losses(bucketed), losses(long_plain), rtol=1e-4)
+    # One compilation per bucket length used, and no more after warm-up.
+    compilations = re.search(r"Compilations after training: \{'train': (\d+), 'eval': (\d+)\}", bucketed_run.stderr)
+    assert compilations and int(compilations.group(1)) == 1
+
+
+def test_mixed_precision_modes_train(tmp_path, vocab_path, imdb_dir):
+    reference = None
+    for precision in ("float32", "mixed_bfloat16", "mixed_float16"):
+        model_dir = tmp_path / precision
+        process = check_ok(
+            run_trainer(model_dir, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, f"--config.train.precision={precision}")
+        )
+        assert f"precision {precision}" in process.stderr
+        curve = losses(model_dir)
+        assert np.all(np.isfinite(curve))
+        if reference is None:
+            reference = curve
+        else:
+            # Half-precision matmuls: close to float32 at the start, and learning alike.
+            assert abs(curve[0] - reference[0]) < 0.02
+            assert abs(curve[-1] - reference[-1]) < 0.1
