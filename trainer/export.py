@@ -36,12 +36,29 @@ class ServingModule(tf.Module):
         self.serve = serve
 
 
+def _remove_abandoned_exports(export_dir: str) -> None:
+    """Deletes temporary export directories whose writer process is gone (killed mid-export)."""
+    for name in os.listdir(export_dir):
+        if not name.startswith(_TMP_PREFIX):
+            continue
+        pid = name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+            continue  # Still being written by a live process.
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):
+            continue
+        logging.info("Removing the abandoned partial export %s.", os.path.join(export_dir, name))
+        shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
+
+
 def export(tokenizer: tf.Module, model: tf_keras.Model, export_dir: str, version: int) -> str:
     """Writes version `version` under `export_dir`; returns its path."""
     final = os.path.join(export_dir, str(version))
     tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
     os.makedirs(export_dir, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_abandoned_exports(export_dir)
     module = ServingModule(tokenizer, model)
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
     if os.path.exists(final):

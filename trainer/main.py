@@ -26,7 +26,7 @@ from trainer.data import sources
 from trainer.models.bert.convert_hf import WeightImportError
 from trainer.models.hub_loading import HubLoadError
 from trainer.task import ClassificationTask
-from trainer.train_loop import PreemptedError, Trainer, TrainingDivergedError
+from trainer.train_loop import CheckpointWriteError, PreemptedError, Trainer, TrainingDivergedError
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
@@ -239,6 +239,9 @@ def main(argv: list[str]) -> None:
     except TrainingDivergedError as e:
         logging.error("%s", e)
         sys.exit(EXIT_DIVERGED)
+    except CheckpointWriteError as e:
+        logging.error("%s", e)
+        sys.exit(1)
     except PreemptedError as e:
         logging.warning("%s Exiting with status %d: restart the job to resume.", e, EXIT_PREEMPTED)
         sys.exit(EXIT_PREEMPTED)

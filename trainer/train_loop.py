@@ -34,6 +34,10 @@ class TrainingDivergedError(RuntimeError):
     """The loss became NaN/Inf and the NaN policy says stop (or its skips are used up)."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); the last complete one is named."""
+
+
 class PreemptedError(Exception):
     """SIGTERM arrived; a checkpoint was saved and the run should be restarted."""
 
@@ -454,7 +458,16 @@ class Trainer:
             metric.reset_state()
 
     def _save_checkpoint(self) -> None:
-        path = self.checkpoints.save(self.step)
+        try:
+            path = self.checkpoints.save(self.step)
+        except (tf.errors.OpError, OSError) as e:
+            candidates = self.checkpoints.candidates()
+            raise CheckpointWriteError(
+                f"Writing the checkpoint of step {self.step} to {self.checkpoints.directory} failed: "
+                f"{' '.join(str(getattr(e, 'message', e)).split())[:300]}. The last complete checkpoint is "
+                f"{candidates[0] if candidates else 'none'}; fix the cause (free space, permissions) and rerun "
+                "the same command to resume from it."
+            ) from e
         logging.info("Saved checkpoint %s.", path)
 
     # ----- evaluation -----
