@@ -44,7 +44,9 @@ def install(fault: str) -> None:
     if kind == "kill_before_checkpoint_state":
         from tensorflow.python.checkpoint import checkpoint_management
 
-        _on_call(checkpoint_management, "update_checkpoint_state_internal", int(value))
+        # CheckpointManager.save writes the state file twice (before and after deleting old
+        # checkpoints): the N-th save's first write is call 2N-1.
+        _on_call(checkpoint_management, "update_checkpoint_state_internal", 2 * int(value) - 1)
     elif kind == "kill_during_eval":
         from trainer import train_loop
 

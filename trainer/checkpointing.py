@@ -56,8 +56,8 @@ class Checkpoints:
         """Restores the newest readable checkpoint; returns its path, or None if there is none."""
         for path in self.candidates():
             try:
-                tf.train.load_checkpoint(path)  # Reads the index: fails on a torn one.
-            except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
+                _read_every_tensor(path)
+            except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, IndexError) as e:
                 logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
                 continue
             try:
@@ -68,9 +68,6 @@ class Checkpoints:
                     f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
                     "with (config.json there)."
                 ) from e
-            except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError) as e:
-                logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
-                continue
             return path
         return None
 
@@ -81,3 +78,14 @@ class Checkpoints:
             tf.io.gfile.rmtree(self._write_dir)
             return f"step {step} (this worker's copy removed; the chief keeps {self.directory})"
         return path
+
+
+def _read_every_tensor(path: str) -> None:
+    """Reads the whole checkpoint, so a torn or corrupted file fails here, before any variable is assigned.
+
+    The reader checks each tensor's length and CRC32C against the index; restoring
+    instead would assign variables one by one and could stop half-way.
+    """
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)

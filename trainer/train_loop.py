@@ -124,8 +124,8 @@ class Trainer:
             strategy_lib.worker_id(strategy),
         )
         self.tokenizer = task.build_tokenizer()
-        self._train_writer = self._summary_writer("train")
-        self._eval_writers: dict[str, tf.summary.SummaryWriter] = {}
+        # Created on first use, so nothing is written to model_dir before main checks it.
+        self._summary_writers: dict[str, tf.summary.SummaryWriter] = {}
         self._forward_backward, self._train_fn = self._make_train_function()
         self._logits_fn, self._eval_fn = self._make_eval_function()
         self._stop_requested = False
@@ -138,9 +138,13 @@ class Trainer:
 
     def _summary_writer(self, name: str) -> tf.summary.SummaryWriter:
         """Summaries of `name` go to model_dir/name; only the chief writes them."""
-        if self.is_chief:
-            return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
-        return tf.summary.create_noop_writer()
+        if name not in self._summary_writers:
+            self._summary_writers[name] = (
+                tf.summary.create_file_writer(os.path.join(self.model_dir, name))
+                if self.is_chief
+                else tf.summary.create_noop_writer()
+            )
+        return self._summary_writers[name]
 
     def restore(self) -> str | None:
         """Restores the latest readable checkpoint in `model_dir`, if any; returns its path."""
@@ -446,14 +450,15 @@ class Trainer:
             examples_per_second,
             _format_duration(eta),
         )
-        with self._train_writer.as_default(step=step):
+        train_writer = self._summary_writer("train")
+        with train_writer.as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(name, value)
             tf.summary.scalar("learning_rate", learning_rate)
             tf.summary.scalar("examples_per_second", examples_per_second)
             if self.steps_per_epoch:
                 tf.summary.scalar("epoch", step / self.steps_per_epoch)
-        self._train_writer.flush()
+        train_writer.flush()
         for metric in self.train_metrics.values():
             metric.reset_state()
 
@@ -503,9 +508,7 @@ class Trainer:
         )
         # Validation curves in model_dir/eval; other splits (test) in eval_<split>.
         run_name = "eval" if split_name == "validation" else f"eval_{split_name}"
-        if run_name not in self._eval_writers:
-            self._eval_writers[run_name] = self._summary_writer(run_name)
-        writer = self._eval_writers[run_name]
+        writer = self._summary_writer(run_name)
         with writer.as_default(step=self.step):
             for name, value in results.items():
                 if name != "num_examples":

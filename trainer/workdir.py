@@ -36,8 +36,11 @@ def lock(model_dir: str) -> None:
     path = os.path.abspath(os.path.join(model_dir, LOCK_FILE))
     if path in _held_locks:
         return
-    os.makedirs(model_dir, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ConfigError(f"--model_dir={model_dir} is not writable: {e.strerror or e}.") from e
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
