@@ -9,6 +9,8 @@ FAULT is one of:
   kill_during_export              SIGKILL after the SavedModel is written, before it is renamed
   kill_during_step:N              SIGKILL in the middle of the N-th train function call
   nan_label:I                     the training label of example I is NaN (a poisoned example)
+  scale_loss:F                    the training loss is multiplied by F: with a huge F, float16
+                                  gradients overflow at every step while the loss stays finite
 """
 
 import os
@@ -107,6 +109,14 @@ def install(fault: str) -> None:
             return original_train(self, poisoned, validation_examples)
 
         train_loop.Trainer.train = train
+    elif kind == "scale_loss":
+        from trainer.task import ClassificationTask
+
+        original_loss = ClassificationTask.per_example_loss
+        factor = float(value)
+        ClassificationTask.per_example_loss = staticmethod(
+            lambda labels, logits: original_loss(labels, logits) * factor
+        )
     else:
         raise SystemExit(f"unknown fault {fault!r}; see the module docstring")
 

@@ -184,6 +184,20 @@ def test_the_skip_policy_rolls_back_and_skips_the_poisoned_batch(tmp_path, vocab
     assert "the 1 skips allowed by --config.train.max_nan_skips are used up" in again.stderr
 
 
+def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "run"
+    process = run_with_fault(
+        "scale_loss:1e30", model_dir, vocab_path, imdb_dir, *RUN, "--config.train.precision=mixed_float16"
+    )
+    assert process.returncode == 3, process.stderr[-3000:]
+    # The dynamic loss scale starts at 2**15 and halves at each overflowing step: 1 after 15.
+    assert "Loss scale fell to its floor of 1 by step 15: float16 gradients overflow" in process.stderr, process.stderr[
+        -3000:
+    ]
+    assert f"The last good checkpoint is {model_dir / 'checkpoints' / 'ckpt-10'}" in process.stderr
+    assert checkpoint_steps(model_dir)[-1] == 10 and "Traceback" not in process.stderr
+
+
 def test_a_second_run_on_the_same_model_dir_is_refused_until_the_first_is_gone(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = ("--config.train.steps=5000", "--config.train.checkpoint_every_steps=1000")

@@ -425,12 +425,15 @@ class Trainer:
             metric.reset_state()
 
     def _loss_scale_collapsed(self, step: int) -> bool:
-        """Under float16, a loss scale below 1 means gradients overflow at nearly every step."""
+        """Under float16, the dynamic loss scale halves at each overflowing step down to a floor of 1,
+        where it would stay, skipping every step: reaching the floor means the run has collapsed."""
         loss_scale = float(self.optimizer.loss_scale)
-        if loss_scale >= 1.0:
+        if loss_scale > 1.0:
             return False
         logging.error(
-            "Loss scale fell to %g by step %d: float16 gradients overflow at almost every step.", loss_scale, step
+            "Loss scale fell to its floor of %g by step %d: float16 gradients overflow at almost every step.",
+            loss_scale,
+            step,
         )
         return True
 

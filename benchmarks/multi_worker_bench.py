@@ -1,0 +1,196 @@
+r"""One worker with 2 threads against 2 workers with 1 thread each (pinned): examples/s and all-reduce share.
+
+    python benchmarks/multi_worker_bench.py --archive=../shared/data/aclImdb_train.tar.gz
+
+Both layouts run the same `trainer.main` job (the offline MiniLM at
+--seq_length, global batch 32, --precision) for --warmup_steps + --timed_steps
+steps on the first --max_examples reviews:
+  1. `--strategy=mirrored` in one process, 2 intra-op threads, pinned to cores 0-1;
+  2. `launch/local_cluster.sh 2 --threads_per_worker 1 --pin` with
+     `--strategy=multi_worker_mirrored` (RING collectives over loopback gRPC).
+Throughput is the median of the chief's per-step `examples_per_second`
+TensorBoard scalar after warm-up. The all-reduce share of the 2-worker step is
+measured apart: two pinned 1-thread workers all-reduce, in one call as the train
+step does, float32 tensors of the shapes of the model's trainable variables
+(read from layout 1's checkpoint); its median time over the 2-worker median
+step time is the share. Prints a markdown table.
+"""
+
+from collections.abc import Sequence
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+flags.DEFINE_string("archive", "../shared/data/aclImdb_train.tar.gz", "aclImdb archive or directory (data.path).")
+flags.DEFINE_integer("max_examples", 2048, "data.max_examples: reviews loaded.")
+flags.DEFINE_integer("seq_length", 128, "data.seq_length.")
+flags.DEFINE_string("precision", "mixed_bfloat16", "train.precision.")
+flags.DEFINE_integer("warmup_steps", 5, "Leading steps left out.")
+flags.DEFINE_integer("timed_steps", 25, "Timed steps.")
+flags.DEFINE_integer("allreduce_repeats", 10, "Timed all-reduce calls (after 3 warm-up calls).")
+flags.DEFINE_list("config_overrides", [], "Extra trainer.main flags for both layouts, e.g. --config.model.bert...")
+flags.DEFINE_string("allreduce_shapes", None, "Internal: JSON file of shapes; runs one all-reduce worker.")
+FLAGS = flags.FLAGS
+
+
+def _trainer_flags(model_dir: str) -> list[str]:
+    steps = FLAGS.warmup_steps + FLAGS.timed_steps
+    return [
+        f"--model_dir={model_dir}",
+        "--mode=train",
+        f"--config.data.path={FLAGS.archive}",
+        f"--config.data.max_examples={FLAGS.max_examples}",
+        f"--config.data.seq_length={FLAGS.seq_length}",
+        "--config.data.validation_fraction=0",
+        f"--config.train.precision={FLAGS.precision}",
+        f"--config.train.steps={steps}",
+        f"--config.train.checkpoint_every_steps={steps}",
+        "--config.train.log_every_steps=1",
+        *FLAGS.config_overrides,
+    ]
+
+
+def _median_rate(model_dir: str) -> float:
+    """Median examples/s of the chief's steps after warm-up, from its TensorBoard events."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    events = event_accumulator.EventAccumulator(os.path.join(model_dir, "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    import tensorflow as tf
+
+    rates = {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("examples_per_second")}
+    timed = [rate for step, rate in rates.items() if step > FLAGS.warmup_steps]
+    if len(timed) < FLAGS.timed_steps // 2:
+        raise RuntimeError(f"only {len(timed)} timed steps in {model_dir}")
+    return statistics.median(timed)
+
+
+def _run(command: list[str], env: dict[str, str], log_path: str) -> None:
+    logging.info("Running %s (log %s)", " ".join(command), log_path)
+    with open(log_path, "w") as log:
+        status = subprocess.run(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    if status:
+        raise RuntimeError(f"exit {status}: {' '.join(command)}; see {log_path}")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _allreduce_seconds(shapes_path: str, work: str) -> float:
+    """Median seconds of one all-reduce of the model's gradients between two pinned 1-thread workers."""
+    hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for index in range(2):
+            env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+            command = ["taskset", "-c", str(index), sys.executable, os.path.abspath(__file__)]
+            command += [f"--allreduce_shapes={shapes_path}", f"--allreduce_repeats={FLAGS.allreduce_repeats}"]
+            log = stack.enter_context(open(os.path.join(work, f"allreduce-{index}.log"), "w"))
+            processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        for index, process in enumerate(processes):
+            if process.wait(timeout=600):
+                raise RuntimeError(f"all-reduce worker {index} failed; see {work}/allreduce-{index}.log")
+    with open(os.path.join(work, "allreduce-0.log")) as log:
+        lines = [line for line in log if line.startswith("{")]
+    return json.loads(lines[-1])["median_seconds"]
+
+
+def _allreduce_worker() -> None:
+    import tensorflow as tf
+
+    with open(FLAGS.allreduce_shapes) as f:
+        shapes = json.load(f)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
+    )
+    with strategy.scope():
+        tensors = [tf.Variable(tf.ones(shape)) for shape in shapes]
+
+    @tf.function
+    def all_reduce():
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, [tf.identity(t) for t in tensors])
+
+        return strategy.run(replica_fn)
+
+    for _ in range(3):
+        all_reduce()
+    seconds = []
+    for _ in range(FLAGS.allreduce_repeats):
+        start = time.perf_counter()
+        all_reduce()  # Returns once every reduced tensor is computed.
+        seconds.append(time.perf_counter() - start)
+    values = sum(int(tf.reduce_prod(s)) for s in shapes)
+    print(json.dumps({"median_seconds": statistics.median(seconds), "values": values}), flush=True)
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    if FLAGS.allreduce_shapes:
+        _allreduce_worker()
+        return
+    work = tempfile.mkdtemp(prefix="multi-worker-bench-")
+    logging.info("Work directory %s", work)
+    single_dir, cluster_dir = os.path.join(work, "one_worker"), os.path.join(work, "two_workers")
+
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="2", TF_NUM_INTEROP_THREADS="2", TF_CPP_MIN_LOG_LEVEL="2")
+    single = ["taskset", "-c", "0,1", sys.executable, "-m", "trainer.main", "--strategy=mirrored"]
+    _run(single + _trainer_flags(single_dir), env, os.path.join(work, "one_worker.log"))
+    cluster = ["bash", "launch/local_cluster.sh", "2", "--threads_per_worker", "1", "--pin"]
+    cluster += ["--log_dir", os.path.join(work, "worker_logs"), "--strategy=multi_worker_mirrored"]
+    _run(cluster + _trainer_flags(cluster_dir), dict(os.environ), os.path.join(work, "two_workers.log"))
+
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(single_dir, "checkpoints")))
+    shapes = [
+        shape
+        for name, shape in sorted(reader.get_variable_to_shape_map().items())
+        if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in name
+    ]
+    shapes_path = os.path.join(work, "shapes.json")
+    with open(shapes_path, "w") as f:
+        json.dump(shapes, f)
+    allreduce = _allreduce_seconds(shapes_path, work)
+
+    batch = 32
+    single_rate, cluster_rate = _median_rate(single_dir), _median_rate(cluster_dir)
+    cluster_step = batch / cluster_rate
+    values = sum(int(tf.reduce_prod(s)) for s in shapes)
+    print(
+        f"\nMiniLM-L6-H384, seq_length {FLAGS.seq_length}, global batch {batch}, {FLAGS.precision}, "
+        f"median of {FLAGS.timed_steps} steps after {FLAGS.warmup_steps}\n\n"
+        "| layout | examples/s | step time | all-reduce per step | all-reduce share |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        f"| 1 worker x 2 threads (MirroredStrategy, cores 0-1) | {single_rate:.1f} | {batch / single_rate:.2f} s "
+        "| none (1 replica) | 0% |\n"
+        f"| 2 workers x 1 thread (MultiWorkerMirroredStrategy, RING, core i) | {cluster_rate:.1f} "
+        f"| {cluster_step:.2f} s | {allreduce * 1000:.0f} ms ({values / 1e6:.1f} M float32 values) "
+        f"| {100 * allreduce / cluster_step:.0f}% |\n\n"
+        f"2 workers / 1 worker: {cluster_rate / single_rate:.2f}x. Logs: {work}"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
