@@ -158,7 +158,7 @@ def main(argv: Sequence[str]) -> None:
     single = ["taskset", "-c", "0,1", sys.executable, "-m", "trainer.main", "--strategy=mirrored"]
     _run(single + _trainer_flags(single_dir), env, os.path.join(work, "one_worker.log"))
     cluster = ["bash", "launch/local_cluster.sh", "2", "--threads_per_worker", "1", "--pin"]
-    cluster += ["--log_dir", os.path.join(work, "worker_logs"), "--strategy=multi_worker_mirrored"]
+    cluster += ["--log_dir", os.path.join(work, "worker_logs")]  # The launcher sets the strategy.
     _run(cluster + _trainer_flags(cluster_dir), dict(os.environ), os.path.join(work, "two_workers.log"))
 
     import tensorflow as tf

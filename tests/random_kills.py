@@ -3,7 +3,7 @@
     python tests/random_kills.py --kills=20 --seed=0
 
 Each round starts (or resumes) the run and SIGKILLs it at a uniformly random
-moment between start-up and the duration of an uninterrupted run (measured first), so kills land in steps,
+moment between the start of training and the end of an uninterrupted run (timed first), so kills land in steps,
 evaluations, checkpoint writes and the export alike. After every kill it checks
 what RELIABILITY.md promises: the newest checkpoint named by the state file reads
 whole, at most one checkpoint interval of logged steps is lost, and no partial
@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import tensorflow as tf
@@ -30,12 +31,12 @@ from trainer.export import latest_export  # noqa: E402
 
 from conftest import REPO, subprocess_env, trainer_command, write_aclimdb, write_vocab  # noqa: E402
 
-STEPS = 60
+STEPS = 200
 INTERVAL = 10
 FLAGS = (
     f"--config.train.steps={STEPS}",
     f"--config.train.checkpoint_every_steps={INTERVAL}",
-    "--config.train.eval_every_steps=20",
+    "--config.train.eval_every_steps=50",
     "--config.train.log_every_steps=1",
     "--config.train.keep_checkpoints=2",
 )
@@ -60,33 +61,24 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="random-kills-"))
     vocab = write_vocab(work / "vocab.txt")
     data = write_aclimdb(work, {"train": 80, "test": 20})
-    # An uninterrupted run first: its duration bounds the kill delays, so kills land anywhere in a run.
-    start = time.time()
-    calibration = subprocess.run(
-        trainer_command(work / "uninterrupted", vocab, data, *FLAGS),
-        env=subprocess_env(),
-        cwd=REPO,
-        capture_output=True,
+    # An uninterrupted run first: the time from the start of training to its exit bounds the kill
+    # delays, so kills land anywhere in training, evaluation, checkpointing and the export.
+    calibration, max_delay = run_and_maybe_kill(
+        trainer_command(work / "uninterrupted", vocab, data, *FLAGS), work / "uninterrupted.log", None
     )
-    if calibration.returncode or not finished(work / "uninterrupted"):
+    if calibration or not finished(work / "uninterrupted"):
         print("the uninterrupted run failed")
         return 1
-    max_delay = time.time() - start
-    print(f"an uninterrupted run takes {max_delay:.0f}s")
+    print(f"an uninterrupted run trains, evaluates and exports for {max_delay:.1f}s after start-up")
     runs = 0
     lost = []
     while len(lost) < args.kills:
         model_dir = work / f"run-{runs}"
         command = trainer_command(model_dir, vocab, data, *FLAGS)
-        delay = rng.uniform(2.0, max_delay)
+        delay = rng.uniform(0.0, max_delay)
         log_path = work / f"round-{len(lost)}-{runs}.log"
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(command, env=subprocess_env(), cwd=REPO, stderr=log)
-            try:
-                process.wait(timeout=delay)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
+        returncode, _ = run_and_maybe_kill(command, log_path, delay)
+        process = subprocess.CompletedProcess(command, returncode)
         if process.returncode == 0:
             if not finished(model_dir):
                 print(f"run {runs} ended without its metrics or export; see {log_path}")
@@ -103,7 +95,7 @@ def main() -> int:
         exported = latest_export(str(model_dir / "export"))
         lost.append(max(reached - checkpoint, 0))
         print(
-            f"kill {len(lost)}: after {delay:.1f}s, logged step {reached}, newest complete checkpoint "
+            f"kill {len(lost)}: {delay:.2f}s into training, logged step {reached}, newest complete checkpoint "
             f"{checkpoint}, lost {lost[-1]} steps, export {exported or '-'}"
         )
         if lost[-1] > INTERVAL or (exported and not pathlib.Path(exported, "saved_model.pb").exists()):
@@ -115,6 +107,35 @@ def main() -> int:
         f"max {max(lost)}, mean {sum(lost) / len(lost):.1f} (interval {INTERVAL}); work dir {work}"
     )
     return 0 if final.returncode == 0 and finished(model_dir) else 1
+
+
+def run_and_maybe_kill(command: list[str], log_path: pathlib.Path, delay: float | None) -> tuple[int, float]:
+    """Runs `command`; SIGKILLs it `delay` seconds after training starts (None: never).
+
+    Returns the exit status and the seconds from the start of training to the exit.
+    """
+    training = threading.Event()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=subprocess_env(), cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+        def copy_log():
+            for line in process.stderr:
+                log.write(line)
+                if "Training steps" in line or "resuming at step" in line:
+                    training.set()
+
+        copier = threading.Thread(target=copy_log)
+        copier.start()
+        while not training.wait(0.01) and process.poll() is None:
+            pass
+        started = time.time()
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        copier.join()
+    return process.returncode, time.time() - started
 
 
 def finished(model_dir: pathlib.Path) -> bool:
