@@ -55,6 +55,28 @@ def run_with_fault(fault: str, model_dir, vocab_path, data_path, *flags: str) ->
     )
 
 
+def act_at(model_dir, vocab_path, data_path, flags, marker: str, action) -> tuple[subprocess.Popen, str]:
+    """Starts a training run, calls action(process) at its first log line containing `marker`,
+    and returns the process (exited, or still running if the action left it so) and its log so far."""
+    process = subprocess.Popen(
+        trainer_command(model_dir, vocab_path, data_path, *flags),
+        env=subprocess_env(),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = []
+    for line in process.stderr:
+        log.append(line)
+        if marker in line:
+            if action(process) == "leave running":
+                return process, "".join(log)
+            break
+    log += process.stderr.readlines()
+    process.wait(timeout=TIMEOUT)
+    return process, "".join(log)
+
+
 def checkpoint_steps(model_dir) -> list[int]:
     state = tf.train.get_checkpoint_state(str(model_dir / "checkpoints"))
     return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths] if state else []
@@ -111,23 +133,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, vocab_path, imdb_dir
         "--config.train.checkpoint_every_steps=1000",
         "--config.train.log_every_steps=10",
     )
-    process = subprocess.Popen(
-        trainer_command(model_dir, vocab_path, imdb_dir, *flags),
-        env=subprocess_env(),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, log = act_at(
+        model_dir, vocab_path, imdb_dir, flags, "step 30/5000", lambda p: p.send_signal(signal.SIGTERM)
     )
-    log = []
-    for line in process.stderr:
-        log.append(line)
-        if "step 30/5000" in line:
-            process.send_signal(signal.SIGTERM)
-            break
-    log += process.stderr.readlines()
-    assert process.wait(timeout=TIMEOUT) == 143, "".join(log)[-3000:]
+    assert process.returncode == 143, log[-3000:]
     stopped = checkpoint_steps(model_dir)[-1]
-    assert 30 <= stopped < 1000 and f"Stopped at step {stopped} on request (SIGTERM)" in "".join(log)
+    assert 30 <= stopped < 1000 and f"Stopped at step {stopped} on request (SIGTERM)" in log
     resumed = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *flags[1:], f"--config.train.steps={stopped + 5}"))
     assert f"resuming at step {stopped}." in resumed.stderr
 
@@ -201,16 +212,7 @@ def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, voc
 def test_a_second_run_on_the_same_model_dir_is_refused_until_the_first_is_gone(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = ("--config.train.steps=5000", "--config.train.checkpoint_every_steps=1000")
-    first = subprocess.Popen(
-        trainer_command(model_dir, vocab_path, imdb_dir, *flags),
-        env=subprocess_env(),
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    for line in first.stderr:
-        if "Training steps" in line:
-            break
+    first, _ = act_at(model_dir, vocab_path, imdb_dir, flags, "Training steps", lambda p: "leave running")
     second = run_trainer(model_dir, vocab_path, imdb_dir, *flags)
     assert second.returncode == 2
     assert f"--model_dir={model_dir} is in use by pid {first.pid}" in second.stderr
@@ -262,26 +264,15 @@ def test_a_disk_filling_up_mid_run_leaves_no_corrupt_checkpoint(tmp_path, vocab_
             "--config.train.checkpoint_every_steps=20",
             "--config.train.log_every_steps=5",
         )
-        process = subprocess.Popen(
-            trainer_command(model_dir, vocab_path, imdb_dir, *flags),
-            env=subprocess_env(),
-            cwd=REPO,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        log = []
-        for line in process.stderr:
-            log.append(line)
-            if "step 25/200" in line:
-                # Another program fills the disk.
-                with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):
-                    while True:
-                        filler.write(b"\0" * 65536)
-                        filler.flush()
-                break
-        log += process.stderr.readlines()
-        log = "".join(log)
-        assert process.wait(timeout=TIMEOUT) == 1, log[-3000:]
+
+        def fill_the_disk(process):  # Another program takes all the space left.
+            with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+
+        process, log = act_at(model_dir, vocab_path, imdb_dir, flags, "step 25/200", fill_the_disk)
+        assert process.returncode == 1, log[-3000:]
         assert re.search(r"Writing the checkpoint of step \d+ to .* failed: .*No space left on device", log), log[
             -3000:
         ]
