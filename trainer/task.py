@@ -82,7 +82,7 @@ class ClassificationTask:
         elif model_config.encoder == "albert":
             encoder = AlbertEncoder(self._encoder_config, trainable=trainable)
         else:
-            encoder = BertEncoder(self._encoder_config, trainable=trainable)
+            encoder = BertEncoder(self._encoder_config, pooled_output_only=True, trainable=trainable)
         model = Classifier(encoder, model_config.head_dropout_rate, model_config.head_hidden_size)
         model(self.dummy_inputs())
         if model_config.encoder == "bert" and self._pretrained_dir:

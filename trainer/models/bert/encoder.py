@@ -31,9 +31,12 @@ class BertConfig:
 class BertEncoder(tf_keras.layers.Layer):
     """Maps {input_word_ids, input_mask, input_type_ids} to {pooled_output, sequence_output}."""
 
-    def __init__(self, config: BertConfig, **kwargs):
+    def __init__(self, config: BertConfig, pooled_output_only: bool = False, **kwargs):
+        """With `pooled_output_only`, the last block computes [CLS] alone and no sequence_output
+        is returned: a classifier on the pooled output pays for no more."""
         super().__init__(name=kwargs.pop("name", "bert_encoder"), **kwargs)
         self.config = config
+        self.pooled_output_only = pooled_output_only
         self.embeddings = BertEmbeddings(
             vocab_size=config.vocab_size,
             hidden_size=config.hidden_size,
@@ -67,6 +70,12 @@ class BertEncoder(tf_keras.layers.Layer):
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         mask = inputs["input_mask"]
         hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"], training=training)
-        for block in self.blocks:
-            hidden = block(hidden, mask, training=training)
-        return {"sequence_output": hidden, "pooled_output": self.pooler(hidden[:, 0])}
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            hidden = block(hidden, mask, 1 if last and self.pooled_output_only else None, training=training)
+        pooled = self.pooler(hidden[:, 0])
+        return (
+            {"pooled_output": pooled}
+            if self.pooled_output_only
+            else {"sequence_output": hidden, "pooled_output": pooled}
+        )

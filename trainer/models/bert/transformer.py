@@ -5,14 +5,14 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from trainer.models import fusions
 from trainer.models.bert.embeddings import truncated_normal
-from trainer.models.dropout import Dropout
 
 
 class SelfAttention(tf_keras.layers.Layer):
     """Multi-head scaled dot-product self-attention over the unmasked tokens.
 
-    Takes and returns the token matrix [batch * length, hidden]: dense layers on
+    Takes and returns token matrices [batch * length, hidden]: dense layers on
     2-D inputs run as one MatMul + BiasAdd, which the CPU graph optimizer fuses.
     """
 
@@ -22,30 +22,65 @@ class SelfAttention(tf_keras.layers.Layer):
             raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} attention heads.")
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
+        self.dropout_rate = dropout_rate
 
         def dense(name: str) -> tf_keras.layers.Dense:
             return tf_keras.layers.Dense(hidden_size, kernel_initializer=truncated_normal(initializer_range), name=name)
 
         self.query, self.key, self.value = dense("query"), dense("key"), dense("value")
         self.output_dense = dense("output")
-        self.dropout = Dropout(dropout_rate)
 
-    def call(self, tokens: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(
+        self, tokens: tf.Tensor, mask: tf.Tensor, query_length: int | None = None, training: bool = False
+    ) -> tf.Tensor:
+        """Attends from the first `query_length` tokens of each sequence (all if None) to all of them.
+
+        tokens: [batch * length, hidden]; mask: [batch, length]. Returns [batch * queries, hidden].
+        """
         batch, length = tf.shape(mask)[0], tf.shape(mask)[1]
 
-        def split_heads(x: tf.Tensor) -> tf.Tensor:  # [batch * length, hidden] -> [batch, heads, length, head]
-            return tf.transpose(tf.reshape(x, [batch, length, self.num_heads, self.head_size]), [0, 2, 1, 3])
+        def split_heads(x: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:  # [batch * rows, hidden] -> [b, heads, rows, head]
+            return tf.transpose(tf.reshape(x, [batch, rows, self.num_heads, self.head_size]), [0, 2, 1, 3])
 
+        queries = tokens
+        if query_length is not None:
+            queries = tf.reshape(tf.reshape(tokens, [batch, length, -1])[:, :query_length], [-1, tokens.shape[-1]])
+        rows = length if query_length is None else query_length
         # Scaling the queries costs length times less than scaling the scores.
-        query = split_heads(self.query(tokens) * tf.cast(1.0 / math.sqrt(self.head_size), self.compute_dtype))
-        scores = tf.matmul(query, split_heads(self.key(tokens)), transpose_b=True)
-        # Softmax in float32 whatever the compute dtype; padded keys get no weight.
-        key_is_padding = tf.cast(mask[:, tf.newaxis, tf.newaxis, :] == 0, tf.float32)
-        weights = tf.nn.softmax(tf.cast(scores, tf.float32) - 1e9 * key_is_padding, axis=-1)
-        weights = self.dropout(tf.cast(weights, self.compute_dtype), training=training)
-        context = tf.matmul(weights, split_heads(self.value(tokens)))
+        query = split_heads(self.query(queries) * tf.cast(1.0 / math.sqrt(self.head_size), self.compute_dtype), rows)
+        scores = tf.matmul(query, split_heads(self.key(tokens), length), transpose_b=True)
+        if training:
+            weights = fusions.masked_softmax_dropout(scores, mask, fusions.dropout_seed(), self.dropout_rate)
+        else:
+            weights = fusions.inference_softmax(scores, mask)
+        context = tf.matmul(weights, split_heads(self.value(tokens), length))
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, self.num_heads * self.head_size])
         return self.output_dense(context)
+
+
+class ResidualLayerNorm(tf_keras.layers.Layer):
+    """LayerNorm(residual + dropout(update)), one fused kernel; weights in float32."""
+
+    def __init__(self, dropout_rate: float, epsilon: float, **kwargs):
+        super().__init__(**kwargs)
+        self.dropout_rate = dropout_rate
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        # Named as Keras' LayerNormalization names them, so checkpoints and converters carry over.
+        self.gamma = self.add_weight("gamma", shape=(width,), initializer="ones", experimental_autocast=False)
+        self.beta = self.add_weight("beta", shape=(width,), initializer="zeros", experimental_autocast=False)
+        super().build(input_shape)
+
+    def call(self, residual: tf.Tensor, update: tf.Tensor, training: bool = False) -> tf.Tensor:
+        # Values, not variables: a tf.function traced with one distributed variable as an
+        # argument would capture it, and serve every later variable of the same shape with it.
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        if not training:
+            return fusions.add_layer_norm(residual, update, gamma, beta, self.epsilon)
+        seed = fusions.dropout_seed()
+        return fusions.dropout_add_layer_norm(residual, update, gamma, beta, seed, self.dropout_rate, self.epsilon)
 
 
 class TransformerBlock(tf_keras.layers.Layer):
@@ -65,40 +100,32 @@ class TransformerBlock(tf_keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.attention = SelfAttention(hidden_size, num_heads, attention_dropout_rate, initializer_range)
-        self.attention_dropout = Dropout(dropout_rate)
-        self.attention_layer_norm = tf_keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype="float32", name="attention_layer_norm"
-        )
+        self.attention_layer_norm = ResidualLayerNorm(dropout_rate, layer_norm_epsilon, name="attention_layer_norm")
+        # BERT's GELU is the exact (erf) form; ALBERT's "gelu_new" is the tanh approximation.
+        self.approximate_gelu = approximate_gelu
         self.intermediate = tf_keras.layers.Dense(
-            intermediate_size,
-            # BERT's GELU is the exact (erf) form; ALBERT's "gelu_new" is the tanh approximation.
-            # Computed in float32: CPUs have no bfloat16 erf, and its gradient is elementwise-heavy.
-            activation=lambda x: tf.cast(tf.nn.gelu(tf.cast(x, tf.float32), approximate=approximate_gelu), x.dtype),
-            kernel_initializer=truncated_normal(initializer_range),
-            name="intermediate",
+            intermediate_size, kernel_initializer=truncated_normal(initializer_range), name="intermediate"
         )
         self.output_dense = tf_keras.layers.Dense(
             hidden_size, kernel_initializer=truncated_normal(initializer_range), name="output"
         )
-        self.output_dropout = Dropout(dropout_rate)
-        self.output_layer_norm = tf_keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype="float32", name="output_layer_norm"
-        )
+        self.output_layer_norm = ResidualLayerNorm(dropout_rate, layer_norm_epsilon, name="output_layer_norm")
 
-    def call(self, hidden: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """[batch, length, hidden] -> same; inside, tokens are the rows of one matrix."""
-        tokens = tf.reshape(hidden, [-1, hidden.shape[-1]])
-        attended = self.attention(tokens, mask, training=training)
-        tokens = self._residual_norm(
-            self.attention_layer_norm, tokens, self.attention_dropout(attended, training=training)
-        )
-        # 2-D inputs: each dense layer is one MatMul + BiasAdd, fused by the graph optimizer.
-        transformed = self.output_dense(self.intermediate(tokens))
-        tokens = self._residual_norm(
-            self.output_layer_norm, tokens, self.output_dropout(transformed, training=training)
-        )
-        return tf.reshape(tokens, tf.shape(hidden))
+    def call(
+        self, hidden: tf.Tensor, mask: tf.Tensor, query_length: int | None = None, training: bool = False
+    ) -> tf.Tensor:
+        """[batch, length, hidden] -> [batch, query_length or length, hidden].
 
-    def _residual_norm(self, layer_norm, residual: tf.Tensor, update: tf.Tensor) -> tf.Tensor:
-        # LayerNorm in float32; the next matmuls take the compute dtype again.
-        return tf.cast(layer_norm(tf.cast(residual, tf.float32) + tf.cast(update, tf.float32)), self.compute_dtype)
+        With `query_length`, only the first tokens are computed (all are still attended
+        to): a classifier reading [CLS] needs no more from the last block.
+        """
+        width = hidden.shape[-1]
+        tokens = tf.reshape(hidden, [-1, width])
+        residual = tokens if query_length is None else tf.reshape(hidden[:, :query_length], [-1, width])
+        attended = self.attention(tokens, mask, query_length, training=training)
+        # Inside, tokens are the rows of one matrix: each dense layer is one MatMul + BiasAdd.
+        tokens = self.attention_layer_norm(residual, attended, training=training)
+        gelu = fusions.gelu if training else fusions.inference_gelu
+        transformed = self.output_dense(gelu(self.intermediate(tokens), self.approximate_gelu))
+        tokens = self.output_layer_norm(tokens, transformed, training=training)
+        return tf.reshape(tokens, [tf.shape(hidden)[0], -1, width])

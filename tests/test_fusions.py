@@ -1,0 +1,78 @@
+"""The XLA-compiled elementwise kernels against the plain TensorFlow ops they replace."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from trainer.models import fusions
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_gelu_and_its_gradient_match_tensorflow(approximate, dtype):
+    x = tf.cast(tf.linspace(-6.0, 6.0, 1001), dtype)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fused = fusions.gelu(x, approximate)
+        plain = tf.cast(tf.nn.gelu(tf.cast(x, tf.float32), approximate=approximate), dtype)
+    assert fused.dtype == dtype
+    # XLA may round float32 differently; bfloat16 results may then differ by one unit (2**-8).
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == tf.float32 else {"atol": 1e-5, "rtol": 2**-7}
+    np.testing.assert_allclose(tf.cast(fused, tf.float32), tf.cast(plain, tf.float32), **tolerance)
+    np.testing.assert_allclose(
+        tf.cast(tape.gradient(fused, x), tf.float32), tf.cast(tape.gradient(plain, x), tf.float32), **tolerance
+    )
+
+
+def test_masked_softmax_gives_padded_keys_no_weight():
+    scores = tf.random.stateless_normal([2, 3, 4, 5], [0, 1])
+    mask = tf.constant([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    weights = fusions.masked_softmax_dropout(scores, mask, fusions.dropout_seed(), 0.0).numpy()
+    np.testing.assert_array_equal(fusions.inference_softmax(scores, mask)[0, ..., 3:], 0.0)
+    np.testing.assert_array_equal(weights[0, ..., 3:], 0.0)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(weights[0, ..., :3], tf.nn.softmax(scores[0, ..., :3]), atol=1e-6)
+
+
+def test_dropout_drops_at_the_rate_keeps_the_mean_and_follows_the_seed():
+    scores = tf.zeros([8, 4, 64, 64])  # uniform weights of 1/64 over all keys
+    mask = tf.ones([8, 64], tf.int32)
+    dropped = fusions.masked_softmax_dropout(scores, mask, tf.constant([3, 4]), 0.25).numpy()
+    kept = dropped != 0
+    assert abs(1 - kept.mean() - 0.25) < 0.005
+    np.testing.assert_allclose(dropped[kept], 1 / 64 / 0.75, rtol=1e-6)
+    again = fusions.masked_softmax_dropout(scores, mask, tf.constant([3, 4]), 0.25).numpy()
+    other = fusions.masked_softmax_dropout(scores, mask, tf.constant([5, 6]), 0.25).numpy()
+    np.testing.assert_array_equal(dropped, again)
+    assert (other != dropped).mean() > 0.2
+
+
+def test_dropout_add_layer_norm_matches_keras_layer_normalization():
+    residual, update = (tf.random.stateless_normal([6, 24], [seed, 0]) * 3 + 1 for seed in (1, 2))
+    gamma, beta = tf.random.stateless_normal([24], [3, 0]), tf.random.stateless_normal([24], [4, 0])
+    keras_norm = tf_keras.layers.LayerNormalization(epsilon=1e-12)
+    keras_norm.build([None, 24])
+    keras_norm.set_weights([gamma.numpy(), beta.numpy()])
+    fused = fusions.dropout_add_layer_norm(residual, update, gamma, beta, fusions.dropout_seed(), 0.0, 1e-12)
+    np.testing.assert_allclose(fused, keras_norm(residual + update), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_inference_ops_compute_what_the_training_kernels_compute_without_dropout(dtype):
+    scores = tf.cast(tf.random.stateless_normal([2, 3, 5, 7], [5, 0]) * 4, dtype)
+    mask = tf.constant([[1] * 7, [1, 1, 1, 0, 0, 0, 0]])
+    inference = tf.cast(fusions.inference_softmax(scores, mask), tf.float32)
+    training = tf.cast(fusions.masked_softmax_dropout(scores, mask, [0, 0], 0.0), tf.float32)
+    # bfloat16 results of float32 arithmetic may differ by one unit (2**-8) of the result.
+    tolerance = {"atol": 1e-6, "rtol": 1e-5} if dtype == tf.float32 else {"atol": 1e-5, "rtol": 2**-7}
+    np.testing.assert_allclose(inference, training, **tolerance)
+    x = tf.cast(tf.linspace(-6.0, 6.0, 1001), dtype)
+    for approximate in (False, True):
+        inference = tf.cast(fusions.inference_gelu(x, approximate), tf.float32)
+        training = tf.cast(fusions.gelu(x, approximate), tf.float32)
+        # Unfused, a bfloat16 GELU is computed in bfloat16: off by up to a unit of the result,
+        # or, where 1 + erf(x) cancels, of x.
+        magnitude = np.abs(tf.cast(x, tf.float32)) + np.abs(training)
+        bound = 1e-6 + 1e-5 * magnitude if dtype == tf.float32 else 1e-5 + 2**-7 * magnitude
+        assert np.all(np.abs(inference - training) <= bound), approximate

@@ -1,0 +1,94 @@
+"""The encoder's elementwise chains: one XLA kernel each in training, fusable plain ops in inference.
+
+Training. On CPUs TensorFlow runs the matmuls fast (oneDNN) but executes the
+elementwise work between them op by op: an exact GELU is about a dozen ops,
+a masked softmax with dropout or a dropout + residual + LayerNorm as many, and
+each op is one more pass over a [tokens, width] tensor, in the forward and the
+backward pass. Compiling the whole step with XLA fuses them but trades the
+oneDNN matmuls for slower ones (BENCHMARKS.md). The `*_dropout` kernels and
+`gelu` here take the best of both: each chain is one XLA-compiled function,
+its gradient is compiled as well, and the matmuls around it stay with
+TensorFlow. Inside a step that is XLA-compiled as a whole they are inlined.
+Inputs and outputs are in the compute dtype; erf, softmax and the LayerNorm
+statistics run in float32 inside the kernel. Dropout takes a seed pair drawn
+outside (`dropout_seed`), so masks differ from call to call and follow the
+global seed.
+
+Inference needs no gradient and no dropout, and there oneDNN does better than
+XLA: `inference_gelu` and `inference_softmax` stay in the compute dtype, where
+the graph optimizer fuses the GELU into the matmul before it and oneDNN
+computes both in float32 internally, rounding only the result. The inference
+path uses no XLA at all, so exported models load in any TensorFlow runtime
+(TF Serving runs XLA only when asked to).
+"""
+
+import tensorflow as tf
+
+
+def dropout_seed() -> tf.Tensor:
+    """A fresh seed pair for one dropout mask, from the stateful global generator."""
+    return tf.random.uniform([2], maxval=tf.int32.max, dtype=tf.int32)
+
+
+def _dropout(x: tf.Tensor, seed: tf.Tensor, rate: float) -> tf.Tensor:
+    if not rate:
+        return x
+    # Threefry, named: on XLA:CPU it vectorizes within the fused loop, where Philox
+    # measured 3x slower and "auto_select" 100x slower.
+    keep = tf.random.stateless_uniform(tf.shape(x), seed, alg="threefry") >= rate
+    return tf.where(keep, x * tf.cast(1.0 / (1.0 - rate), x.dtype), tf.zeros_like(x))
+
+
+def _key_padding_bias(mask: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """[batch, keys] mask -> [batch, 1, 1, keys]: 0 for tokens, the dtype's minimum for padding."""
+    return tf.where(mask[:, tf.newaxis, tf.newaxis, :] == 0, dtype.min, tf.zeros([], dtype))
+
+
+def add_layer_norm(residual: tf.Tensor, update: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float):
+    """LayerNorm(residual + update) over the last axis in float32; returns the residual's dtype."""
+    summed = tf.cast(residual, tf.float32) + tf.cast(update, tf.float32)
+    mean, variance = tf.nn.moments(summed, axes=[-1], keepdims=True)
+    normalized = (summed - mean) * tf.math.rsqrt(variance + epsilon)
+    return tf.cast(normalized * gamma + beta, residual.dtype)
+
+
+@tf.function(jit_compile=True)
+def gelu(x: tf.Tensor, approximate: bool) -> tf.Tensor:
+    """GELU, exact (erf) or the tanh approximation, computed in float32."""
+    return tf.cast(tf.nn.gelu(tf.cast(x, tf.float32), approximate=approximate), x.dtype)
+
+
+@tf.function(jit_compile=True)
+def masked_softmax_dropout(scores: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, rate: float) -> tf.Tensor:
+    """Attention weights from scores [batch, heads, queries, keys]; keys with mask [batch, keys] == 0 get none."""
+    weights = tf.nn.softmax(tf.cast(scores, tf.float32) + _key_padding_bias(mask, tf.float32), axis=-1)
+    return tf.cast(_dropout(weights, seed, rate), scores.dtype)
+
+
+@tf.function(jit_compile=True)
+def dropout_add_layer_norm(
+    residual: tf.Tensor,
+    update: tf.Tensor,
+    gamma: tf.Tensor,
+    beta: tf.Tensor,
+    seed: tf.Tensor,
+    rate: float,
+    epsilon: float,
+) -> tf.Tensor:
+    """LayerNorm(residual + dropout(update)) over the last axis, in the residual's dtype."""
+    return add_layer_norm(residual, _dropout(tf.cast(update, tf.float32), seed, rate), gamma, beta, epsilon)
+
+
+def inference_gelu(x: tf.Tensor, approximate: bool) -> tf.Tensor:
+    """GELU in the compute dtype, for the graph optimizer to fuse into the matmul that produced `x`.
+
+    Where it is not fused (eager calls, other devices), a bfloat16 GELU is computed in
+    bfloat16: off by up to a bfloat16 unit of the result or, in the negative tail where
+    1 + erf(x) cancels, of x.
+    """
+    return tf.nn.gelu(x, approximate=approximate)
+
+
+def inference_softmax(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Attention weights in the compute dtype (oneDNN's softmax accumulates in float32)."""
+    return tf.nn.softmax(scores + _key_padding_bias(mask, scores.dtype), axis=-1)
