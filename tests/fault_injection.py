@@ -7,6 +7,8 @@ FAULT is one of:
                                   written, before the `checkpoint` state file names it
   kill_during_eval:N              SIGKILL after the first batch of the N-th evaluation
   kill_during_export              SIGKILL after the SavedModel is written, before it is renamed
+  kill_during_reexport            SIGKILL after an existing version of the export is moved aside
+                                  for its replacement, before the replacement takes its name
   kill_during_step:N              SIGKILL in the middle of the N-th train function call
   nan_label:I                     the training label of example I is NaN (a poisoned example)
   scale_loss:F                    the training loss is multiplied by F: with a huge F, float16
@@ -72,6 +74,15 @@ def install(fault: str) -> None:
         import tensorflow as tf
 
         _on_call(tf.saved_model, "save", 1, before=False)
+    elif kind == "kill_during_reexport":
+        original_rename = os.rename
+
+        def rename(source, destination):
+            original_rename(source, destination)
+            if os.path.basename(destination).startswith(".tmp-replaced-"):
+                _kill()
+
+        os.rename = rename
     elif kind == "kill_during_step":
         import threading
 

@@ -1,10 +1,13 @@
 """Config validation messages name the key at fault."""
 
+import importlib
 import logging
 
 import pytest
 
 from trainer import config as config_lib
+
+from conftest import REPO
 
 
 def valid():
@@ -166,3 +169,26 @@ def test_csv_source_with_test_file_is_valid():
     config = smoke()
     config.data.path, config.data.test_path = "train.csv", "test.csv"
     config_lib.validate(config)
+
+
+# What each named config needs from its user, as its docstring says.
+_NAMED_CONFIG_NEEDS = {
+    "albert_imdb": {"pretrained_dir": "/models/albert-base-v2"},
+    "smoke": {"vocab_path": "/data/vocab.txt"},
+    "albert_smoke": {"vocab_path": "/data/spiece.model"},
+}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(path.stem for path in (REPO / "configs").glob("*.py") if path.stem != "__init__")
+)
+def test_every_named_config_is_valid_given_what_it_documents_it_needs(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    needs = _NAMED_CONFIG_NEEDS.get(name, {})
+    if needs:
+        with pytest.raises(config_lib.ConfigError, match="--config.model."):
+            config_lib.validate(config)
+    for key, value in needs.items():
+        config.model[key] = value
+    config_lib.validate(config)
+    assert set(config.to_dict()) == set(config_lib.default_config().to_dict())

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.checkpointing import Checkpoints
 from trainer.data import batching
 from trainer.export import latest_export
 
@@ -113,6 +114,40 @@ def test_a_kill_at_any_point_resumes_from_the_last_complete_checkpoint(fault, tm
     assert os.listdir(model_dir / "export") == ["40"], "an abandoned partial export was left or picked up"
     probabilities = serve_in_fresh_process(model_dir / "export" / "40", ["a great film", "awful"], tmp_path)
     assert all(0 <= p <= 1 for p in probabilities)
+
+
+def test_a_kill_while_an_export_is_replaced_never_leaves_a_partial_version(tmp_path, vocab_path, imdb_dir):
+    model_dir = tmp_path / "run"
+    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *RUN))
+    killed = run_with_fault("kill_during_reexport", model_dir, vocab_path, imdb_dir, *RUN, "--mode=export")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    # The old version is aside and the new one not yet in place: no version is offered at all.
+    assert sorted(name.split("-")[1] for name in os.listdir(model_dir / "export")) == ["40", "replaced"]
+    assert latest_export(str(model_dir / "export")) is None
+    predicted = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, "--mode=predict", "--text=a great film"))
+    assert "No export in" in predicted.stderr and predicted.stdout.count("\t") == 2
+    assert os.listdir(model_dir / "export") == ["40"], "the dead writer's directories were left behind"
+
+
+def test_only_complete_export_versions_are_offered(tmp_path):
+    for version, files in {"3": ["saved_model.pb", "variables/variables.index"], "7": ["saved_model.pb"]}.items():
+        for name in files:
+            (tmp_path / version / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / version / name).write_bytes(b"")
+    (tmp_path / ".tmp-9-1").mkdir()
+    assert latest_export(str(tmp_path)) == str(tmp_path / "3")
+
+
+def test_leftover_worker_checkpoint_directories_are_removed_at_start(tmp_path):
+    """A non-chief killed mid-save, or a job restarted with fewer workers, leaves .tmp-worker-<i>."""
+    for index in (1, 3):
+        (tmp_path / f".tmp-worker-{index}").mkdir()
+        (tmp_path / f".tmp-worker-{index}" / "ckpt-10.index").write_bytes(b"")
+    checkpoint, step = tf.train.Checkpoint(), tf.Variable(0, dtype=tf.int64)
+    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=True, worker_id=0, num_workers=2)
+    assert sorted(os.listdir(tmp_path)) == [".tmp-worker-1"]  # Worker 1 of 2 clears its own.
+    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=False, worker_id=1, num_workers=2)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_torn_checkpoint_file_is_skipped_for_the_previous_one(tmp_path, vocab_path, imdb_dir):

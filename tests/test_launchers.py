@@ -336,7 +336,8 @@ def test_tfjob_yaml():
 def test_dockerfile():
     text = (LAUNCH / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\S*$", text, re.M)
-    assert 'ENTRYPOINT ["python", "-m", "trainer.main"]' in text
+    # An init as PID 1: a bare python there ignores SIGTERM without a handler, and signals to itself.
+    assert 'ENTRYPOINT ["tini", "--", "python", "-m", "trainer.main"]' in text and "install" in text
     assert "pip install --no-deps -r requirements-offline.txt" in text
     assert "tensorflow[and-cuda]==$(sed -n 's/^tensorflow==//p' requirements.txt)" in text
     assert "tensorflow==" in (REPO / "requirements.txt").read_text()

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, SMOKE_CONFIG, check_ok, run_trainer, subprocess_env
+from test_report import check_report, run_module
 
 NO_DROPOUT = (
     "--config.model.bert.dropout_rate=0",
@@ -106,10 +107,12 @@ def wait_for(predicate, process: subprocess.Popen, what: str, timeout: float = T
 
 def test_two_workers_end_with_identical_weights_equal_to_a_mirrored_run(tmp_path, vocab_path, imdb_dir):
     flags = ("--config.train.steps=30", "--config.train.eval_every_steps=15", "--config.train.keep_checkpoints=5")
-    cluster = run_cluster(2, tmp_path / "cluster", vocab_path, imdb_dir, *flags)
+    ring = "--config.distribute.communication=ring"
+    cluster = run_cluster(2, tmp_path / "cluster", vocab_path, imdb_dir, *flags, ring)
     assert cluster.returncode == 0, cluster.stdout + cluster.stderr + worker_log(tmp_path / "cluster", 0)[-3000:]
     logs = [worker_log(tmp_path / "cluster", i) for i in range(2)]
     assert '"worker": ["127.0.0.1:' in logs[0] and "this is worker 0 (chief); 2 replica(s) in sync" in logs[0]
+    assert "ring all-reduce" in logs[0]
     assert "this is worker 1 (not chief)" in logs[1]
     assert "global batch 8 = 4 per replica x 2 replicas" in logs[0]
     digests = [re.search(r"Weights digest at step 30: (\w+)", log).group(1) for log in logs]
@@ -134,6 +137,40 @@ def test_two_workers_end_with_identical_weights_equal_to_a_mirrored_run(tmp_path
     leftovers = [name for name in os.listdir(tmp_path / "cluster") if name.startswith(".tmp-worker")]
     assert not leftovers, "non-chief checkpoint directories must be cleaned up"
 
+    # The report reads a cluster run as it reads a single-process one.
+    report_dir = tmp_path / "report"
+    check_ok(
+        run_module("trainer.report", f"--runs={tmp_path / 'cluster'}", "--names=cluster", f"--output_dir={report_dir}")
+    )
+    check_report(report_dir, {"cluster": tmp_path / "cluster"})
+
+
+def test_each_worker_reads_and_tokenizes_only_its_own_share(tmp_path, vocab_path):
+    """Two workers run the trainer's input path (tests/shard_probe.py) and report what they read."""
+    env = dict(cluster_env(), LOCAL_CLUSTER_WORKER_CMD=f'exec "$PYTHON" {REPO / "tests" / "shard_probe.py"} "$@"')
+    launcher = subprocess.run(
+        ["bash", str(REPO / "launch" / "local_cluster.sh"), "2", "--log_dir", str(tmp_path / "logs")]
+        + [f"--probe_dir={tmp_path}", f"--vocab_path={vocab_path}"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert launcher.returncode == 0, launcher.stdout + launcher.stderr
+    workers = [json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in range(2)]
+    # Token counts for bucketing: each worker tokenized one half, and both got every count.
+    assert [w["tokenized"] for w in workers] == [[[0, 102]], [[102, 203]]]
+    assert workers[0]["lengths"] == workers[1]["lengths"] == workers[0]["expected_lengths"]
+    # One plan; each global batch split between the workers, worker 0 taking the first half.
+    plan = workers[0]["plan"]
+    assert workers[1]["plan"] == plan and len(plan) == 203 // 8
+    for step, global_batch in enumerate(plan):
+        assert workers[0]["consumed"][step] + workers[1]["consumed"][step] == global_batch
+    consumed = [i for w in workers for batch in w["consumed"] for i in batch]
+    # Every example at most once; only the last partial global batch (3 examples) is left out.
+    assert len(consumed) == len(set(consumed)) == 200 and set(consumed) <= set(range(203))
+
 
 def test_a_killed_worker_stops_the_job_and_a_restart_resumes_from_the_checkpoint(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
@@ -155,6 +192,8 @@ def test_a_killed_worker_stops_the_job_and_a_restart_resumes_from_the_checkpoint
     output = launcher.communicate(timeout=TIMEOUT)[0]
     assert launcher.returncode != 0, output
     assert "exit 137 (killed by SIGKILL)" in output
+    # The survivor loses its peer mid-all-reduce (or is stopped by the launcher): "restart me".
+    assert re.search(r"worker 0 .* exit 143 ", output), output
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

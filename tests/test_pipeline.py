@@ -151,4 +151,4 @@ def test_token_lengths_match_the_tokenizer(vocab_path):
 
     tokenizer = WordPieceTokenizer(vocab_path, seq_length=6)
     data = Examples(np.array(["", "great film", "good " * 40], dtype=object), np.zeros(3, np.int32), np.zeros(3))
-    assert pipeline.token_lengths(data, tokenizer).tolist() == [2, 4, 6]
+    assert pipeline.token_lengths(data.texts, tokenizer).tolist() == [2, 4, 6]

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 
+import matplotlib.image
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,11 +20,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def png_size(path) -> tuple[int, int]:
-    """Width and height from a PNG's IHDR chunk, which must come first."""
+    """Width and height from a PNG's IHDR chunk, which must come first; the whole image must decode."""
     header = path.read_bytes()[:24]
     assert header[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
     assert header[12:16] == b"IHDR", f"{path} has no IHDR chunk first"
-    return struct.unpack(">II", header[16:24])
+    width, height = struct.unpack(">II", header[16:24])
+    pixels = matplotlib.image.imread(path)  # Checks every chunk's CRC and the compressed data.
+    assert pixels.shape[:2] == (height, width) and np.ptp(pixels) > 0, f"{path} is blank or does not decode"
+    return width, height
 
 
 def run_module(module: str, *flags: str) -> subprocess.CompletedProcess:

@@ -30,6 +30,12 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
         labels=labels,
         ids=np.array([str(i) for i in range(13)], dtype=object),
     )
+    # A random model scores every review alike; this head spreads them over (0, 1).
+    features = trainer.tokenizer(tf.constant(data.texts.tolist()))
+    raw = trainer.model.encoder(features)["pooled_output"] @ trainer.model.logit.kernel
+    scale = 2.0 / float(tf.math.reduce_std(raw))
+    trainer.model.logit.kernel.assign(trainer.model.logit.kernel * scale)
+    trainer.model.logit.bias.assign([-scale * float(tf.reduce_mean(raw))])
     results = trainer.evaluate(data, "validation")
 
     logits = trainer.model(trainer.tokenizer(tf.constant(data.texts.tolist())), training=False)
@@ -37,7 +43,27 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
     loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels.astype(np.float32), logits=logits).numpy()
     assert results["num_examples"] == 13
     assert results["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == labels))
-    assert results["loss"] == pytest.approx(loss.mean(), rel=1e-5)
+    assert results["loss"] == pytest.approx(loss.mean(), rel=1e-4)
+    predicted, actual = probabilities > 0.5, labels == 1
+    counts = {
+        "true_positives": int(np.sum(predicted & actual)),
+        "false_positives": int(np.sum(predicted & ~actual)),
+        "true_negatives": int(np.sum(~predicted & ~actual)),
+        "false_negatives": int(np.sum(~predicted & actual)),
+    }
+    assert results["confusion_matrix"] == counts
+    precision = counts["true_positives"] / max(counts["true_positives"] + counts["false_positives"], 1)
+    recall = counts["true_positives"] / max(counts["true_positives"] + counts["false_negatives"], 1)
+    assert results["precision"] == pytest.approx(precision)
+    assert results["recall"] == pytest.approx(recall)
+    assert results["f1"] == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0)
+    # Exact ROC-AUC: the chance that a positive outscores a negative (ties count half). Keras'
+    # estimate from 200 thresholds is close to it, and its curve runs from (0, 0) to (1, 1).
+    pairs = probabilities[actual][:, None] - probabilities[~actual][None, :]
+    assert results["auc"] == pytest.approx(np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0), abs=0.03)
+    roc = results["roc_curve"]
+    assert roc["fpr"][0] == roc["tpr"][0] == 0 and roc["fpr"][-1] == roc["tpr"][-1] == 1
+    assert np.std(probabilities) > 0 and len({round(p, 2) for p in probabilities.tolist()}) > 5
 
 
 def test_frozen_encoder_trains_only_the_head(tmp_path, vocab_path, imdb_dir):

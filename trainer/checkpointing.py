@@ -3,7 +3,8 @@
 MultiWorkerMirroredStrategy needs every worker to take part in a save (the
 values of some variables are gathered across workers), but only the chief's
 copy is kept: other workers write into a temporary directory of their own and
-delete it after each save.
+delete it after each save. Left over from a run that was killed mid-save, or
+with more workers than this one, such directories are removed at start.
 
 A save is never mistaken for a good checkpoint while it is torn: TensorFlow
 writes the data and index files first and the `checkpoint` state file last,
@@ -18,6 +19,7 @@ from absl import logging
 import tensorflow as tf
 
 CHECKPOINT_DIR = "checkpoints"
+_WORKER_DIR_PREFIX = ".tmp-worker-"
 
 
 class CheckpointError(ValueError):
@@ -33,12 +35,18 @@ class Checkpoints:
         step_counter: tf.Variable,
         is_chief: bool,
         worker_id: int = 0,
+        num_workers: int = 1,
     ):
         self.checkpoint = checkpoint
         self.model_dir = model_dir
         self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
         self.is_chief = is_chief
-        self._write_dir = self.directory if is_chief else os.path.join(model_dir, f".tmp-worker-{worker_id}")
+        self._write_dir = self.directory if is_chief else _worker_dir(model_dir, worker_id)
+        # Each worker clears its own leftovers; the chief those of workers this job does not have.
+        for index in _worker_dirs(model_dir):
+            if (not is_chief and index == worker_id) or (is_chief and index >= num_workers):
+                logging.info("Removing %s, left by an earlier run.", _worker_dir(model_dir, index))
+                tf.io.gfile.rmtree(_worker_dir(model_dir, index))
         self._manager = tf.train.CheckpointManager(
             checkpoint, self._write_dir, max_to_keep=keep, step_counter=step_counter
         )
@@ -78,6 +86,19 @@ class Checkpoints:
             tf.io.gfile.rmtree(self._write_dir)
             return f"step {step} (this worker's copy removed; the chief keeps {self.directory})"
         return path
+
+
+def _worker_dir(model_dir: str, worker_id: int) -> str:
+    return os.path.join(model_dir, f"{_WORKER_DIR_PREFIX}{worker_id}")
+
+
+def _worker_dirs(model_dir: str) -> list[int]:
+    """Indices of the non-chief checkpoint directories in model_dir."""
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)]
+    prefix = _WORKER_DIR_PREFIX
+    return [int(name[len(prefix) :]) for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()]
 
 
 def _read_every_tensor(path: str) -> None:

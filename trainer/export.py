@@ -88,10 +88,22 @@ def export(tokenizer: tf.Module, model: tf_keras.Model, export_dir: str, version
     module = ServingModule(tokenizer, model)
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
     if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+        # Moved aside, not deleted in place: a kill mid-delete would leave a partial version.
+        replaced = os.path.join(export_dir, f"{_TMP_PREFIX}replaced-{version}-{os.getpid()}")
+        os.rename(final, replaced)
+        os.rename(tmp, final)
+        shutil.rmtree(replaced)
+    else:
+        os.rename(tmp, final)
     logging.info("Exported serving model to %s (signature %r: text -> probability).", final, SIGNATURE)
     return final
+
+
+def is_complete(path: str) -> bool:
+    """Whether `path` holds a whole SavedModel: its graph and its variables' index."""
+    return os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isfile(
+        os.path.join(path, "variables", "variables.index")
+    )
 
 
 def latest_export(export_dir: str) -> str | None:
@@ -99,4 +111,5 @@ def latest_export(export_dir: str) -> str | None:
     if not os.path.isdir(export_dir):
         return None
     versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
-    return os.path.join(export_dir, str(max(versions))) if versions else None
+    complete = [v for v in versions if is_complete(os.path.join(export_dir, str(v)))]
+    return os.path.join(export_dir, str(max(complete))) if complete else None

@@ -32,8 +32,8 @@ _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
 # Exit statuses a launcher can act on (0 = done, 2 = bad flags, config or data).
 EXIT_DIVERGED = 3
-# SIGTERM handled: a checkpoint was saved; restart the job. 128 + SIGTERM, which
-# Kubeflow's restartPolicy=ExitCode treats as retryable.
+# Stopped early, restart the job to resume: SIGTERM handled after a checkpoint was saved,
+# or a peer worker lost. 128 + SIGTERM, which Kubeflow's restartPolicy=ExitCode retries.
 EXIT_PREEMPTED = 143
 
 # Python errors that ml_collections raises for a --config.* override it rejects
@@ -248,12 +248,15 @@ def main(argv: list[str]) -> None:
     except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
         if FLAGS.strategy != "multi_worker_mirrored":
             raise
-        # Peer failures surface as collective errors on the survivors.
+        # Peer failures surface as collective errors on the survivors. Not this worker's
+        # fault: a status that launchers retry.
         logging.error(
-            "Lost contact with a peer worker (%s). Restart the job: it resumes from the last checkpoint.",
+            "Lost contact with a peer worker (%s). Exiting with status %d: restart the job to resume "
+            "from the last checkpoint.",
             " ".join(str(e.message).split())[:400],
+            EXIT_PREEMPTED,
         )
-        sys.exit(1)
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

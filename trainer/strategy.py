@@ -1,11 +1,13 @@
 """Builds the tf.distribute strategy named by --strategy."""
 
+from collections.abc import Callable
 import json
 import os
 import subprocess
 import sys
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "default")
@@ -139,6 +141,42 @@ def worker_id(strategy: tf.distribute.Strategy) -> int:
     """This worker's task index in the cluster (0 without one)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """Worker processes in the strategy's cluster (1 without one)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(job, [])) for job in ("chief", "worker"))
+
+
+def compute_in_shares(
+    strategy: tf.distribute.Strategy, total: int, compute: Callable[[int, int], np.ndarray]
+) -> np.ndarray:
+    """`compute(start, stop)` over range(total), each worker computing only its own share.
+
+    Rows are cut into one contiguous share per replica; a worker computes its
+    replicas' shares and an all-gather hands every worker all `total` values, in
+    order. `compute` returns int32 values, one per row.
+    """
+    workers = num_workers(strategy)
+    if workers == 1:
+        return compute(0, total)
+    local = strategy.num_replicas_in_sync // workers
+    per_replica = -(-total // strategy.num_replicas_in_sync)
+    first = worker_id(strategy) * local * per_replica
+    block = np.zeros(local * per_replica, np.int32)
+    start, stop = min(first, total), min(first + local * per_replica, total)
+    block[: stop - start] = compute(start, stop)
+
+    def share(context: tf.distribute.ValueContext) -> tf.Tensor:
+        offset = (context.replica_id_in_sync_group % local) * per_replica
+        return tf.constant(block[offset : offset + per_replica])
+
+    gathered = strategy.gather(strategy.experimental_distribute_values_from_function(share), axis=0)
+    return gathered.numpy()[:total]
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -80,7 +80,7 @@ class ClassificationTask:
         if model_config.encoder == "hub":
             encoder = hub_loading.keras_layer(model_config.hub_encoder, "--config.model.hub_encoder", trainable)
         elif model_config.encoder == "albert":
-            encoder = AlbertEncoder(self._encoder_config, trainable=trainable)
+            encoder = AlbertEncoder(self._encoder_config, pooled_output_only=True, trainable=trainable)
         else:
             encoder = BertEncoder(self._encoder_config, pooled_output_only=True, trainable=trainable)
         model = Classifier(encoder, model_config.head_dropout_rate, model_config.head_hidden_size)

@@ -90,10 +90,14 @@ class Trainer:
         if config.distribute.lr_scaling == "linear":
             learning_rate *= self.num_replicas
             logging.info(
-                "Linear learning-rate scaling: %g x %d replicas = %g.",
+                "Peak learning rate %g x %d replicas = %g (distribute.lr_scaling=linear).",
                 train.learning_rate,
                 self.num_replicas,
                 learning_rate,
+            )
+        else:
+            logging.info(
+                "Peak learning rate %g for %d replicas (distribute.lr_scaling=none).", learning_rate, self.num_replicas
             )
         with strategy.scope():
             self.model = task.build_model()
@@ -122,6 +126,7 @@ class Trainer:
             self.optimizer.iterations,
             self.is_chief,
             strategy_lib.worker_id(strategy),
+            strategy_lib.num_workers(strategy),
         )
         self.tokenizer = task.build_tokenizer()
         # Created on first use, so nothing is written to model_dir before main checks it.
@@ -290,15 +295,20 @@ class Trainer:
     def _token_lengths(self, examples: Examples) -> np.ndarray:
         if len(self.buckets) == 1:
             return np.full(len(examples), self.buckets[0], np.int32)
-        start = time.time()
-        lengths = pipeline.token_lengths(examples, self.tokenizer)
+        began = time.time()
+        # Each worker tokenizes its own share; all receive every length, for the same plan.
+        lengths = strategy_lib.compute_in_shares(
+            self.strategy,
+            len(examples),
+            lambda start, stop: pipeline.token_lengths(examples.texts[start:stop], self.tokenizer),
+        )
         counts = np.bincount(np.searchsorted(self.buckets, lengths), minlength=len(self.buckets))
         logging.info(
             "Length buckets %s hold %s examples (token counts of %d examples in %.1f s).",
             self.buckets.tolist(),
             counts.tolist(),
             len(examples),
-            time.time() - start,
+            time.time() - began,
         )
         return lengths
 

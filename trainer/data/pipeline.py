@@ -25,10 +25,10 @@ DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 _LENGTH_BATCH = 512
 
 
-def token_lengths(examples: Examples, tokenizer) -> np.ndarray:
-    """Tokens each example occupies after truncation (with [CLS]/[SEP]), computed in parallel."""
+def token_lengths(texts: np.ndarray, tokenizer) -> np.ndarray:
+    """Tokens each text occupies after truncation (with [CLS]/[SEP]), computed in parallel."""
     dataset = (
-        tf.data.Dataset.from_tensor_slices(examples.texts.tolist())
+        tf.data.Dataset.from_tensor_slices(texts.tolist())
         .batch(_LENGTH_BATCH)
         .map(tokenizer.lengths, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     )

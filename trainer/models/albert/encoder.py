@@ -11,7 +11,7 @@ import tf_keras
 
 from trainer.models.albert.embeddings import AlbertEmbeddings
 from trainer.models.bert.embeddings import truncated_normal
-from trainer.models.bert.transformer import TransformerBlock
+from trainer.models.bert.transformer import TransformerBlock, run_blocks
 
 # Hugging Face `hidden_act` names: "gelu_new" (albert-*-v2) is the tanh approximation, "gelu" the exact form.
 APPROXIMATE_GELU = {"gelu_new": True, "gelu": False}
@@ -38,8 +38,10 @@ class AlbertConfig:
 class AlbertEncoder(tf_keras.layers.Layer):
     """Maps {input_word_ids, input_mask, input_type_ids} to {pooled_output, sequence_output}."""
 
-    def __init__(self, config: AlbertConfig, **kwargs):
+    def __init__(self, config: AlbertConfig, pooled_output_only: bool = False, **kwargs):
+        """`pooled_output_only`: see `run_blocks`."""
         super().__init__(name=kwargs.pop("name", "albert_encoder"), **kwargs)
+        self.pooled_output_only = pooled_output_only
         if config.hidden_act not in APPROXIMATE_GELU:
             raise ValueError(
                 f"ALBERT hidden_act {config.hidden_act!r} is not supported; expected one of "
@@ -78,8 +80,6 @@ class AlbertEncoder(tf_keras.layers.Layer):
         )
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-        mask = inputs["input_mask"]
         hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"], training=training)
-        for _ in range(self.config.num_layers):
-            hidden = self.shared_block(hidden, mask, training=training)
-        return {"sequence_output": hidden, "pooled_output": self.pooler(hidden[:, 0])}
+        blocks = [self.shared_block] * self.config.num_layers
+        return run_blocks(blocks, hidden, inputs["input_mask"], self.pooler, self.pooled_output_only, training)

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras
 
 from trainer.models.bert.embeddings import BertEmbeddings, truncated_normal
-from trainer.models.bert.transformer import TransformerBlock
+from trainer.models.bert.transformer import TransformerBlock, run_blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +32,7 @@ class BertEncoder(tf_keras.layers.Layer):
     """Maps {input_word_ids, input_mask, input_type_ids} to {pooled_output, sequence_output}."""
 
     def __init__(self, config: BertConfig, pooled_output_only: bool = False, **kwargs):
-        """With `pooled_output_only`, the last block computes [CLS] alone and no sequence_output
-        is returned: a classifier on the pooled output pays for no more."""
+        """`pooled_output_only`: see `run_blocks`."""
         super().__init__(name=kwargs.pop("name", "bert_encoder"), **kwargs)
         self.config = config
         self.pooled_output_only = pooled_output_only
@@ -68,14 +67,5 @@ class BertEncoder(tf_keras.layers.Layer):
         )
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-        mask = inputs["input_mask"]
         hidden = self.embeddings(inputs["input_word_ids"], inputs["input_type_ids"], training=training)
-        for i, block in enumerate(self.blocks):
-            last = i == len(self.blocks) - 1
-            hidden = block(hidden, mask, 1 if last and self.pooled_output_only else None, training=training)
-        pooled = self.pooler(hidden[:, 0])
-        return (
-            {"pooled_output": pooled}
-            if self.pooled_output_only
-            else {"sequence_output": hidden, "pooled_output": pooled}
-        )
+        return run_blocks(self.blocks, hidden, inputs["input_mask"], self.pooler, self.pooled_output_only, training)

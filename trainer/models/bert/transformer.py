@@ -129,3 +129,23 @@ class TransformerBlock(tf_keras.layers.Layer):
         transformed = self.output_dense(gelu(self.intermediate(tokens), self.approximate_gelu))
         tokens = self.output_layer_norm(tokens, transformed, training=training)
         return tf.reshape(tokens, [tf.shape(hidden)[0], -1, width])
+
+
+def run_blocks(
+    blocks: list[TransformerBlock],
+    hidden: tf.Tensor,
+    mask: tf.Tensor,
+    pooler: tf_keras.layers.Layer,
+    pooled_output_only: bool,
+    training: bool,
+) -> dict[str, tf.Tensor]:
+    """Embedded tokens through `blocks` in turn, then the pooler on [CLS]: the encoder output dict.
+
+    With `pooled_output_only`, the last block computes [CLS] alone and no
+    sequence_output is returned: a classifier on the pooled output pays for no more.
+    """
+    for i, block in enumerate(blocks):
+        query_length = 1 if pooled_output_only and i == len(blocks) - 1 else None
+        hidden = block(hidden, mask, query_length, training=training)
+    pooled = pooler(hidden[:, 0])
+    return {"pooled_output": pooled} if pooled_output_only else {"sequence_output": hidden, "pooled_output": pooled}
