@@ -42,7 +42,7 @@ def data_config(path, **values):
 
 def read(path, caplog, **values) -> tuple[sources.Splits, str]:
     """The splits of `path` (no validation split) and the source's summary log line."""
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         splits = sources.load_splits(data_config(path, validation_fraction=0.0, **values), seed=0)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Read ")]
     caplog.clear()
@@ -454,7 +454,7 @@ def test_a_test_file_of_the_other_format_is_read_by_its_own_extension(tmp_path, 
 
 def test_a_single_class_training_set_is_warned_about(tmp_path, caplog):
     path = write(tmp_path / "ones.csv", "text,label\na,1\nb,1\n")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="absl"):
         sources.load_splits(data_config(path, validation_fraction=0.0), seed=0)
     assert "All 2 training examples have label 1" in caplog.text
 
@@ -505,6 +505,6 @@ def test_trainer_trains_on_a_messy_tree_and_logs_the_counts(tmp_path, vocab_path
 
 def test_log_line_is_written_through_absl(tree, caplog):
     # The summary goes to the `absl` logger, which pytest's caplog (and absl's handler) see.
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         sources.load_splits(data_config(tree), seed=0)
     assert any(r.name == "absl" and r.getMessage().startswith("Read ") for r in caplog.records)

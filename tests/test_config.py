@@ -160,7 +160,7 @@ def test_eval_interval_beyond_the_run_is_a_warning(caplog):
     config = smoke()
     config.train.steps = 20
     config.train.eval_every_steps = 50
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="absl"):
         config_lib.validate(config)
     assert "--config.train.eval_every_steps=50 exceeds --config.train.steps=20" in caplog.text
 

@@ -42,7 +42,7 @@ def test_learning_rate_scaling_with_the_replicas_is_a_config_choice(tmp_path, vo
     config.model.vocab_path = vocab_path
     config.distribute.lr_scaling = scaling
     strategy = strategy_lib.create_strategy("mirrored")
-    caplog.set_level("INFO")
+    caplog.set_level("INFO", logger="absl")  # tf.saved_model.save elsewhere raises absl to WARNING.
     trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path), train_size=800)
     schedule = trainer.optimizer.get_config()["learning_rate"]["config"]
     assert schedule["peak"] == pytest.approx(config.train.learning_rate * factor)
