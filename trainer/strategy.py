@@ -171,7 +171,7 @@ def compute_in_shares(
     start, stop = min(first, total), min(first + local * per_replica, total)
     block[: stop - start] = compute(start, stop)
 
-    def share(context: tf.distribute.ValueContext) -> tf.Tensor:
+    def share(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
         offset = (context.replica_id_in_sync_group % local) * per_replica
         return tf.constant(block[offset : offset + per_replica])
 
