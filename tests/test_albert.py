@@ -18,6 +18,7 @@ import tf_keras
 from configs import albert_smoke
 from trainer.config import ConfigError
 from trainer.data.tokenizers import HubPreprocessor, SentencePieceTokenizer, clean_text
+from trainer.models import hf_format
 from trainer.models.albert import convert_hf
 from trainer.models.albert.encoder import AlbertConfig, AlbertEncoder
 from trainer.task import ClassificationTask
@@ -198,7 +199,7 @@ def test_exported_weights_compute_what_hugging_face_computes(tmp_path, spiece_pa
     config = AlbertConfig(**{**TINY.__dict__, "hidden_act": hidden_act})
     encoder = randomize(build(config))
     convert_hf.save_pretrained(encoder, spiece_path, str(tmp_path))
-    tensors = {k: v.astype(np.float64) for k, v in load_file(tmp_path / convert_hf.WEIGHTS_FILE).items()}
+    tensors = {k: v.astype(np.float64) for k, v in load_file(tmp_path / hf_format.WEIGHTS_FILE).items()}
     inputs = random_inputs(2, 8)
     expected = hugging_face_forward(tensors, config, inputs)
     np.testing.assert_allclose(encoder(inputs)["pooled_output"].numpy(), expected, atol=2e-5)
@@ -208,7 +209,7 @@ def test_prefixed_pretraining_checkpoint_loads(tmp_path, spiece_path):
     """albert-base-v2's file spells names "albert.<name>" and carries the pre-training heads."""
     encoder = build()
     convert_hf.save_pretrained(encoder, spiece_path, str(tmp_path))
-    weights = tmp_path / convert_hf.WEIGHTS_FILE
+    weights = tmp_path / hf_format.WEIGHTS_FILE
     tensors = {f"albert.{name}": value for name, value in load_file(weights).items()}
     tensors["predictions.bias"] = np.zeros([TINY.vocab_size], np.float32)
     tensors["sop_classifier.classifier.weight"] = np.zeros([2, TINY.hidden_size], np.float32)
@@ -223,21 +224,21 @@ def test_shape_mismatch_and_missing_tensor_are_named(tmp_path, spiece_path):
     convert_hf.save_pretrained(build(), spiece_path, str(tmp_path))
     wider = AlbertConfig(**{**TINY.__dict__, "intermediate_size": 48})
     with pytest.raises(
-        convert_hf.WeightImportError,
+        hf_format.WeightImportError,
         match=r"model\.safetensors: encoder\.albert_layer_groups\.0\.albert_layers\.0\.ffn\.weight has shape",
     ):
         convert_hf.load_weights(build(wider), str(tmp_path))
-    weights = tmp_path / convert_hf.WEIGHTS_FILE
+    weights = tmp_path / hf_format.WEIGHTS_FILE
     tensors = load_file(weights)
     del tensors["encoder.embedding_hidden_mapping_in.bias"]
     save_file(tensors, weights)
-    with pytest.raises(convert_hf.WeightImportError, match=r"lacks 1 .*encoder\.embedding_hidden_mapping_in\.bias"):
+    with pytest.raises(hf_format.WeightImportError, match=r"lacks 1 .*encoder\.embedding_hidden_mapping_in\.bias"):
         convert_hf.load_weights(build(), str(tmp_path))
 
 
 def test_unsupported_hugging_face_configs_are_named(tmp_path, spiece_path):
     convert_hf.save_pretrained(build(), spiece_path, str(tmp_path))
-    config_path = tmp_path / convert_hf.CONFIG_FILE
+    config_path = tmp_path / hf_format.CONFIG_FILE
     original = config_path.read_text()
     for old, new, message in [
         ('"num_hidden_groups": 1', '"num_hidden_groups": 2', "num_hidden_groups=2; only ALBERT with one shared"),
@@ -245,7 +246,7 @@ def test_unsupported_hugging_face_configs_are_named(tmp_path, spiece_path):
         ('"model_type": "albert"', '"model_type": "bert"', "model_type 'bert' is not 'albert'"),
     ]:
         config_path.write_text(original.replace(old, new))
-        with pytest.raises(convert_hf.WeightImportError, match=f"config.json: {message}"):
+        with pytest.raises(hf_format.WeightImportError, match=f"config.json: {message}"):
             convert_hf.load_config(str(tmp_path))
     config_path.write_text(original.replace('"hidden_act": "gelu_new"', '"hidden_act": "gelu"'))
     assert convert_hf.load_config(str(tmp_path)).hidden_act == "gelu"

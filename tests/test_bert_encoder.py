@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from trainer.data.tokenizers import WordPieceTokenizer
+from trainer.models import hf_format
 from trainer.models.bert import convert_hf
 from trainer.models.bert.encoder import BertConfig, BertEncoder
 
@@ -109,19 +110,19 @@ def test_hugging_face_format_round_trip_is_exact(tmp_path, vocab_path):
 def test_shape_mismatch_is_named(tmp_path, vocab_path):
     convert_hf.save_pretrained(build(), vocab_path, str(tmp_path))
     wider = BertConfig(**{**TINY.__dict__, "intermediate_size": 48})
-    with pytest.raises(convert_hf.WeightImportError, match=r"encoder\.layer\.0\.intermediate\.dense\.weight has shape"):
+    with pytest.raises(hf_format.WeightImportError, match=r"encoder\.layer\.0\.intermediate\.dense\.weight has shape"):
         convert_hf.load_weights(build(wider), str(tmp_path))
 
 
 def test_missing_files_are_named(tmp_path):
-    with pytest.raises(convert_hf.WeightImportError, match="config.json not found"):
+    with pytest.raises(hf_format.WeightImportError, match="config.json not found"):
         convert_hf.load_config(str(tmp_path))
-    with pytest.raises(convert_hf.WeightImportError, match=r"model\.safetensors not found"):
+    with pytest.raises(hf_format.WeightImportError, match=r"model\.safetensors not found"):
         convert_hf.load_weights(build(), str(tmp_path))
 
 
 def test_missing_package_is_named():
-    with pytest.raises(convert_hf.WeightImportError, match="package 'no_such_weights_pkg' is not installed"):
+    with pytest.raises(hf_format.WeightImportError, match="package 'no_such_weights_pkg' is not installed"):
         convert_hf.resolve_dir("package:no_such_weights_pkg/model")
 
 

@@ -76,3 +76,59 @@ def test_inference_ops_compute_what_the_training_kernels_compute_without_dropout
         magnitude = np.abs(tf.cast(x, tf.float32)) + np.abs(training)
         bound = 1e-6 + 1e-5 * magnitude if dtype == tf.float32 else 1e-5 + 2**-7 * magnitude
         assert np.all(np.abs(inference - training) <= bound), approximate
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_kernel_gradients_match_autodiff_of_the_same_math_in_plain_ops(rate, dtype):
+    """The kernels keep less for their gradients (recomputing, or reading the mask off the output);
+    their gradients must equal TensorFlow's autodiff of the same computation (XLA-compiled too:
+    Threefry, the kernels' generator, has no kernel outside XLA on the CPU)."""
+    seed = tf.constant([7, 8])
+    scores = tf.cast(tf.random.stateless_normal([2, 3, 5, 7], [1, 1]) * 3, dtype)
+    mask = tf.constant([[1] * 7, [1, 1, 1, 1, 0, 0, 0]])
+    residual, update = (tf.cast(tf.random.stateless_normal([6, 16], [s, 2]), dtype) for s in (3, 4))
+    gamma, beta = tf.random.stateless_normal([16], [5, 2]), tf.random.stateless_normal([16], [6, 2])
+    upstream = {
+        "softmax": tf.random.stateless_normal([2, 3, 5, 7], [9, 9]),
+        "norm": tf.random.stateless_normal([6, 16], [9, 8]),
+    }
+
+    def plain_softmax(scores):
+        weights = tf.nn.softmax(tf.cast(scores, tf.float32) + tf.where(mask[:, None, None, :] == 0, -1e9, 0.0), -1)
+        if rate:
+            keep = tf.random.stateless_uniform(tf.shape(weights), seed, alg="threefry") >= rate
+            weights = tf.where(keep, weights / (1 - rate), 0.0)
+        return tf.cast(weights, dtype)
+
+    def plain_norm(residual, update, gamma, beta):
+        update = tf.cast(update, tf.float32)
+        if rate:
+            keep = tf.random.stateless_uniform(tf.shape(update), seed, alg="threefry") >= rate
+            update = tf.where(keep, update / (1 - rate), 0.0)
+        summed = tf.cast(residual, tf.float32) + update
+        mean, variance = tf.nn.moments(summed, axes=[-1], keepdims=True)
+        return tf.cast((summed - mean) * tf.math.rsqrt(variance + 1e-12) * gamma + beta, dtype)
+
+    cases = {
+        "softmax": (
+            lambda s: fusions.masked_softmax_dropout(s, mask, seed, rate),
+            tf.function(plain_softmax, jit_compile=True),
+            [scores],
+        ),
+        "norm": (
+            lambda *xs: fusions.dropout_add_layer_norm(*xs, seed, rate, 1e-12),
+            tf.function(plain_norm, jit_compile=True),
+            [residual, update, gamma, beta],
+        ),
+    }
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == tf.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    for name, (fused, plain, inputs) in cases.items():
+        gradients = []
+        for function in (fused, plain):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                output = function(*inputs)
+            gradients.append(tape.gradient(output, inputs, output_gradients=tf.cast(upstream[name], dtype)))
+        for got, want in zip(*gradients):
+            np.testing.assert_allclose(tf.cast(got, tf.float32), tf.cast(want, tf.float32), **tolerance, err_msg=name)

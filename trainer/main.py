@@ -23,7 +23,7 @@ from trainer import strategy as strategy_lib
 from trainer import workdir
 from trainer.checkpointing import CheckpointError
 from trainer.data import sources
-from trainer.models.bert.convert_hf import WeightImportError
+from trainer.models.hf_format import WeightImportError
 from trainer.models.hub_loading import HubLoadError
 from trainer.task import ClassificationTask
 from trainer.train_loop import CheckpointWriteError, PreemptedError, Trainer, TrainingDivergedError

@@ -7,33 +7,19 @@ standard layout is supported: one layer group with one layer in it, shared
 by all layers.
 """
 
-import json
-import os
-
-from absl import logging
-import numpy as np
-from safetensors.numpy import load_file, save_file
-import tensorflow as tf
-
+from trainer.models import hf_format
 from trainer.models.albert.encoder import APPROXIMATE_GELU, AlbertConfig, AlbertEncoder
-from trainer.models.bert.convert_hf import CONFIG_FILE, WEIGHTS_FILE, WeightImportError
+from trainer.models.hf_format import WeightImportError, WeightMap, dense, norm
 
 SPIECE_FILE = "spiece.model"
 # The one shared layer; Hugging Face nests it in group 0.
 _LAYER = "encoder.albert_layer_groups.0.albert_layers.0"
 # Buffers that hold no learned weights, and pre-training heads the encoder does not use.
-_IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids")
-_IGNORED_HEADS = ("predictions.", "sop_classifier.")
+_IGNORED = ("embeddings.position_ids", "embeddings.token_type_ids", "predictions.", "sop_classifier.")
 
 
 def load_config(model_dir: str) -> AlbertConfig:
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {CONFIG_FILE}.")
-    with open(path) as f:
-        hf = json.load(f)
-    if hf.get("model_type") != "albert":
-        raise WeightImportError(f"{path}: model_type {hf.get('model_type')!r} is not 'albert'.")
+    path, hf = hf_format.read_config(model_dir, "albert")
     for key in ("num_hidden_groups", "inner_group_num"):
         if hf.get(key, 1) != 1:
             raise WeightImportError(
@@ -71,15 +57,8 @@ def _albert_config(hf: dict, hidden_act: str) -> AlbertConfig:
     )
 
 
-def _weight_map(encoder: AlbertEncoder) -> dict[str, tuple[tf.Variable, bool]]:
+def _weight_map(encoder: AlbertEncoder) -> WeightMap:
     """Hugging Face tensor name (without the "albert." prefix) -> (variable, whether transposed)."""
-
-    def dense(prefix: str, layer) -> dict:
-        return {f"{prefix}.weight": (layer.kernel, True), f"{prefix}.bias": (layer.bias, False)}
-
-    def norm(prefix: str, layer) -> dict:
-        return {f"{prefix}.weight": (layer.gamma, False), f"{prefix}.bias": (layer.beta, False)}
-
     tables, block = encoder.embeddings.tables, encoder.shared_block
     return {
         "embeddings.word_embeddings.weight": (tables.word_embeddings, False),
@@ -107,34 +86,11 @@ def _canonical_name(name: str) -> str:
 
 def load_weights(encoder: AlbertEncoder, model_dir: str) -> None:
     """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built)."""
-    path = os.path.join(model_dir, WEIGHTS_FILE)
-    if not os.path.exists(path):
-        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {WEIGHTS_FILE}.")
-    # Canonical name -> (name as spelled in the file, for messages; value).
-    tensors = {_canonical_name(k): (k, v) for k, v in load_file(path).items()}
-    mapping = _weight_map(encoder)
-    missing = sorted(set(mapping) - set(tensors))
-    if missing:
-        raise WeightImportError(f"{path} lacks {len(missing)} ALBERT encoder tensor(s), e.g. {missing[:3]}.")
-    for name, (variable, transposed) in mapping.items():
-        file_name, value = tensors[name]
-        value = value.T if transposed else value
-        if tuple(value.shape) != tuple(variable.shape):
-            raise WeightImportError(
-                f"{path}: {file_name} has shape {value.shape}, the encoder expects {tuple(variable.shape)}."
-            )
-        variable.assign(value.astype(variable.dtype.as_numpy_dtype))
-    unused = sorted(
-        tensors[n][0] for n in set(tensors) - set(mapping) if n not in _IGNORED and not n.startswith(_IGNORED_HEADS)
-    )
-    if unused:
-        logging.warning("%s: %d tensor(s) not used by the encoder, e.g. %s.", path, len(unused), unused[:3])
-    logging.info("Imported %d ALBERT weight tensors from %s.", len(mapping), path)
+    hf_format.import_weights(_weight_map(encoder), model_dir, _canonical_name, ignored=_IGNORED)
 
 
 def save_pretrained(encoder: AlbertEncoder, spiece_model_path: str, model_dir: str) -> None:
     """Writes the encoder as a Hugging Face-format AlbertModel directory (config, weights, spiece.model)."""
-    os.makedirs(model_dir, exist_ok=True)
     config = encoder.config
     hf_config = {
         "model_type": "albert",
@@ -156,11 +112,4 @@ def save_pretrained(encoder: AlbertEncoder, spiece_model_path: str, model_dir: s
         "initializer_range": config.initializer_range,
         "position_embedding_type": "absolute",
     }
-    with open(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-        json.dump(hf_config, f, indent=2)
-    tensors = {
-        name: np.ascontiguousarray(variable.numpy().T if transposed else variable.numpy())
-        for name, (variable, transposed) in _weight_map(encoder).items()
-    }
-    save_file(tensors, os.path.join(model_dir, WEIGHTS_FILE))
-    tf.io.gfile.copy(spiece_model_path, os.path.join(model_dir, SPIECE_FILE), overwrite=True)
+    hf_format.save_pretrained(_weight_map(encoder), hf_config, spiece_model_path, SPIECE_FILE, model_dir)

@@ -5,25 +5,15 @@ A Hugging Face BERT directory holds `config.json`, `model.safetensors` and
 """
 
 import importlib.util
-import json
 import os
 
-from absl import logging
-import numpy as np
-from safetensors.numpy import load_file, save_file
-import tensorflow as tf
-
+from trainer.models import hf_format
 from trainer.models.bert.encoder import BertConfig, BertEncoder
+from trainer.models.hf_format import WeightImportError, WeightMap, dense, norm
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "vocab.txt"
-# Buffers that hold no learned weights.
-_IGNORED = ("embeddings.position_ids",)
-
-
-class WeightImportError(ValueError):
-    """The weights directory does not match the native encoder."""
+# A buffer that holds no learned weights, and the pre-training heads the encoder does not use.
+_IGNORED = ("embeddings.position_ids", "cls.")
 
 
 def resolve_dir(spec: str) -> str:
@@ -42,13 +32,7 @@ def resolve_dir(spec: str) -> str:
 
 
 def load_config(model_dir: str) -> BertConfig:
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {CONFIG_FILE}.")
-    with open(path) as f:
-        hf = json.load(f)
-    if hf.get("model_type", "bert") != "bert":
-        raise WeightImportError(f"{path}: model_type {hf.get('model_type')!r} is not 'bert'.")
+    path, hf = hf_format.read_config(model_dir, "bert", default_type="bert")
     if hf.get("hidden_act", "gelu") != "gelu" or hf.get("position_embedding_type", "absolute") != "absolute":
         raise WeightImportError(f"{path}: only BERT with exact GELU and absolute positions is supported.")
     return BertConfig(
@@ -66,15 +50,8 @@ def load_config(model_dir: str) -> BertConfig:
     )
 
 
-def _weight_map(encoder: BertEncoder) -> dict[str, tuple[tf.Variable, bool]]:
+def _weight_map(encoder: BertEncoder) -> WeightMap:
     """Hugging Face tensor name -> (variable, whether its matrix is transposed)."""
-
-    def dense(prefix: str, layer) -> dict:
-        return {f"{prefix}.weight": (layer.kernel, True), f"{prefix}.bias": (layer.bias, False)}
-
-    def norm(prefix: str, layer) -> dict:
-        return {f"{prefix}.weight": (layer.gamma, False), f"{prefix}.bias": (layer.beta, False)}
-
     emb = encoder.embeddings
     mapping = {
         "embeddings.word_embeddings.weight": (emb.word_embeddings, False),
@@ -103,37 +80,15 @@ def _canonical_name(name: str) -> str:
 
 
 def load_weights(encoder: BertEncoder, model_dir: str) -> None:
-    """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built)."""
-    path = os.path.join(model_dir, WEIGHTS_FILE)
-    if not os.path.exists(path):
-        raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {WEIGHTS_FILE}.")
-    tensors = {_canonical_name(k): v for k, v in load_file(path).items()}
-    mapping = _weight_map(encoder)
-    missing = sorted(set(mapping) - set(tensors))
-    # A sentence-embedding export may lack the pooler; it then starts random.
-    pooler_missing = {n for n in missing if n.startswith("pooler.")}
-    if set(missing) - pooler_missing:
-        raise WeightImportError(f"{path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]}.")
-    if pooler_missing:
-        logging.warning("%s has no pooler weights; the pooler starts from random values.", path)
-    for name, (variable, transposed) in mapping.items():
-        if name in pooler_missing:
-            continue
-        value = tensors[name].T if transposed else tensors[name]
-        if tuple(value.shape) != tuple(variable.shape):
-            raise WeightImportError(
-                f"{path}: {name} has shape {value.shape}, the encoder expects {tuple(variable.shape)}."
-            )
-        variable.assign(value.astype(variable.dtype.as_numpy_dtype))
-    unused = sorted(n for n in set(tensors) - set(mapping) if n not in _IGNORED and not n.startswith("cls."))
-    if unused:
-        logging.warning("%s: %d tensor(s) not used by the encoder, e.g. %s.", path, len(unused), unused[:3])
-    logging.info("Imported %d weight tensors from %s.", len(mapping) - len(pooler_missing), path)
+    """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built).
+
+    A sentence-embedding export may lack the pooler; it then starts random.
+    """
+    hf_format.import_weights(_weight_map(encoder), model_dir, _canonical_name, optional=("pooler.",), ignored=_IGNORED)
 
 
 def save_pretrained(encoder: BertEncoder, vocab_path: str, model_dir: str) -> None:
     """Writes the encoder as a Hugging Face-format directory (config, weights, vocab)."""
-    os.makedirs(model_dir, exist_ok=True)
     config = encoder.config
     hf_config = {
         "model_type": "bert",
@@ -151,11 +106,4 @@ def save_pretrained(encoder: BertEncoder, vocab_path: str, model_dir: str) -> No
         "initializer_range": config.initializer_range,
         "hidden_act": "gelu",
     }
-    with open(os.path.join(model_dir, CONFIG_FILE), "w") as f:
-        json.dump(hf_config, f, indent=2)
-    tensors = {
-        name: np.ascontiguousarray(variable.numpy().T if transposed else variable.numpy())
-        for name, (variable, transposed) in _weight_map(encoder).items()
-    }
-    save_file(tensors, os.path.join(model_dir, WEIGHTS_FILE))
-    tf.io.gfile.copy(vocab_path, os.path.join(model_dir, VOCAB_FILE), overwrite=True)
+    hf_format.save_pretrained(_weight_map(encoder), hf_config, vocab_path, VOCAB_FILE, model_dir)
