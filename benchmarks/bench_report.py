@@ -66,6 +66,8 @@ def padding_label(record: dict) -> str:
     if record["side"] == "peer":
         mean = record.get("mean_padded_length")
         return f"longest in batch (mean {mean:.0f})" if mean is not None else "longest in batch"
+    if record["kind"] == "inference":
+        return "length-sorted chunks (the exported model's own)"
     if _bucketed(record):
         buckets = record.get("buckets")
         return "buckets " + "/".join(str(b) for b in buckets) if buckets else f"{record['num_buckets']} buckets"

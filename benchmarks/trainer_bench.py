@@ -191,7 +191,7 @@ def _token_lengths(examples, tokenizer, buckets):
 
     if len(buckets) == 1:
         return np.full(len(examples), buckets[0], np.int32)
-    return pipeline.token_lengths(examples, tokenizer)
+    return pipeline.token_lengths(examples.texts, tokenizer)
 
 
 class _CompileWatcher(std_logging.Handler):

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -66,15 +67,22 @@ def act_at(model_dir, vocab_path, data_path, flags, marker: str, action) -> tupl
         stderr=subprocess.PIPE,
         text=True,
     )
+    # A run that hangs before (or after) the marker is killed, so the test fails instead of hanging.
+    deadline = threading.Timer(TIMEOUT, process.kill)
+    deadline.start()
     log = []
-    for line in process.stderr:
-        log.append(line)
-        if marker in line:
-            if action(process) == "leave running":
-                return process, "".join(log)
-            break
-    log += process.stderr.readlines()
-    process.wait(timeout=TIMEOUT)
+    try:
+        for line in process.stderr:
+            log.append(line)
+            if marker in line:
+                if action(process) == "leave running":
+                    return process, "".join(log)
+                break
+        log += process.stderr.readlines()
+        process.wait(timeout=TIMEOUT)
+    finally:
+        deadline.cancel()
+    assert any(marker in line for line in log), f"never logged {marker!r}: " + "".join(log)[-3000:]
     return process, "".join(log)
 
 
@@ -117,16 +125,16 @@ def test_a_kill_at_any_point_resumes_from_the_last_complete_checkpoint(fault, tm
 
 
 def test_a_kill_while_an_export_is_replaced_never_leaves_a_partial_version(tmp_path, vocab_path, imdb_dir):
-    model_dir = tmp_path / "run"
-    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *RUN))
-    killed = run_with_fault("kill_during_reexport", model_dir, vocab_path, imdb_dir, *RUN, "--mode=export")
+    model_dir, short = tmp_path / "run", ("--config.train.steps=10", "--config.train.checkpoint_every_steps=10")
+    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *short))
+    killed = run_with_fault("kill_during_reexport", model_dir, vocab_path, imdb_dir, *short, "--mode=export")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # The old version is aside and the new one not yet in place: no version is offered at all.
-    assert sorted(name.split("-")[1] for name in os.listdir(model_dir / "export")) == ["40", "replaced"]
+    assert sorted(name.split("-")[1] for name in os.listdir(model_dir / "export")) == ["10", "replaced"]
     assert latest_export(str(model_dir / "export")) is None
-    predicted = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, "--mode=predict", "--text=a great film"))
+    predicted = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *short, "--mode=predict", "--text=a great film"))
     assert "No export in" in predicted.stderr and predicted.stdout.count("\t") == 2
-    assert os.listdir(model_dir / "export") == ["40"], "the dead writer's directories were left behind"
+    assert os.listdir(model_dir / "export") == ["10"], "the dead writer's directories were left behind"
 
 
 def test_only_complete_export_versions_are_offered(tmp_path):
@@ -247,9 +255,9 @@ def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, voc
 def test_a_second_run_on_the_same_model_dir_is_refused_until_the_first_is_gone(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = ("--config.train.steps=5000", "--config.train.checkpoint_every_steps=1000")
-    first, _ = act_at(model_dir, vocab_path, imdb_dir, flags, "Training steps", lambda p: "leave running")
+    first, first_log = act_at(model_dir, vocab_path, imdb_dir, flags, "Training steps", lambda p: "leave running")
     second = run_trainer(model_dir, vocab_path, imdb_dir, *flags)
-    assert second.returncode == 2
+    assert second.returncode == 2, first_log[-2000:] + second.stderr[-2000:]
     assert f"--model_dir={model_dir} is in use by pid {first.pid}" in second.stderr
     assert "Traceback" not in second.stderr
     first.kill()  # A crash: the lock must not outlive it.
