@@ -7,7 +7,7 @@ usage() {
   cat <<USAGE
 Usage: launch/local_gpus.sh [trainer.main flags...]
 
-Runs: python -m trainer.main --strategy=mirrored [flags...]
+Runs: ${PYTHON:-python} -m trainer.main --strategy=mirrored [flags...]
 Visible GPUs can be limited with CUDA_VISIBLE_DEVICES. Example:
   launch/local_gpus.sh --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz --model_dir=runs/imdb
 USAGE
@@ -16,9 +16,9 @@ USAGE
 for arg in "$@"; do
   case "$arg" in
     -h|--help) usage; exit 0 ;;
-    --strategy=*) echo "launch/local_gpus.sh sets --strategy=mirrored itself; drop $arg" >&2; exit 2 ;;
+    --strategy|--strategy=*) echo "launch/local_gpus.sh sets --strategy=mirrored itself; drop $arg" >&2; exit 2 ;;
   esac
 done
 
 cd "$(dirname "$0")/.."
-exec python -m trainer.main --strategy=mirrored "$@"
+exec "${PYTHON:-python}" -m trainer.main --strategy=mirrored "$@"

@@ -346,6 +346,30 @@ def test_dockerfile():
             assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
 
 
+# --- local_gpus.sh --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--strategy=one_device"], ["--strategy", "one_device"]])
+def test_local_gpus_refuses_a_strategy_of_its_own(flags):
+    process = run([LAUNCH / "local_gpus.sh", *flags])
+    assert process.returncode == 2 and "sets --strategy=mirrored itself" in process.stderr
+
+
+def test_local_gpus_passes_every_other_flag_through():
+    # $PYTHON stands in for the interpreter: echo shows the command line it would run.
+    process = run(
+        [LAUNCH / "local_gpus.sh", "--model_dir=runs/x", "--config.train.steps=3"], env=dict(os.environ, PYTHON="echo")
+    )
+    assert process.returncode == 0
+    assert process.stdout.split() == [
+        "-m",
+        "trainer.main",
+        "--strategy=mirrored",
+        "--model_dir=runs/x",
+        "--config.train.steps=3",
+    ]
+
+
 # --- local_cluster.sh --------------------------------------------------------------------------
 
 
