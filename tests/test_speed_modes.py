@@ -36,6 +36,15 @@ def tiny_task(vocab_path: str, precision: str = "float32") -> ClassificationTask
     return ClassificationTask(config)
 
 
+@pytest.fixture(scope="module")
+def plain_float32_losses(tmp_path_factory, vocab_path, imdb_dir) -> np.ndarray:
+    """The reference curve: float32, no XLA, no buckets (one run shared by the tests below)."""
+    model_dir = tmp_path_factory.mktemp("plain_float32")
+    flags = ("--config.train.jit_compile=false", "--config.train.precision=float32")
+    check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, *flags))
+    return losses(model_dir)
+
+
 @pytest.fixture
 def float32_policy():
     yield
@@ -81,13 +90,13 @@ def test_mixed_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_
     assert block(hidden, features["input_mask"]).dtype == tf.bfloat16
 
 
-def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(tmp_path, vocab_path, imdb_dir):
-    plain = tmp_path / "plain"
-    check_ok(run_trainer(plain, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, "--config.train.jit_compile=false"))
+def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(
+    tmp_path, vocab_path, imdb_dir, plain_float32_losses
+):
     xla = tmp_path / "xla"
     xla_run = check_ok(run_trainer(xla, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, "--config.train.jit_compile=true"))
     assert "XLA on" in xla_run.stderr
-    np.testing.assert_allclose(losses(xla), losses(plain), rtol=1e-4)
+    np.testing.assert_allclose(losses(xla), plain_float32_losses, rtol=1e-4)
 
     # Same batches, padded to bucket lengths instead of seq_length: the loss curve stays.
     # (The fixture's reviews are 27-32 tokens, so with 4 buckets of a 64-token budget they
@@ -115,9 +124,8 @@ def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(tmp_path, vo
     assert compilations and int(compilations.group(1)) == 1
 
 
-def test_mixed_precision_modes_train(tmp_path, vocab_path, imdb_dir):
-    reference = None
-    for precision in ("float32", "mixed_bfloat16", "mixed_float16"):
+def test_mixed_precision_modes_train(tmp_path, vocab_path, imdb_dir, plain_float32_losses):
+    for precision in ("mixed_bfloat16", "mixed_float16"):
         model_dir = tmp_path / precision
         process = check_ok(
             run_trainer(model_dir, vocab_path, imdb_dir, *NO_DROPOUT, *STEPS, f"--config.train.precision={precision}")
@@ -125,9 +133,6 @@ def test_mixed_precision_modes_train(tmp_path, vocab_path, imdb_dir):
         assert f"precision {precision}" in process.stderr
         curve = losses(model_dir)
         assert np.all(np.isfinite(curve))
-        if reference is None:
-            reference = curve
-        else:
-            # Half-precision matmuls: close to float32 at the start, and learning alike.
-            assert abs(curve[0] - reference[0]) < 0.02
-            assert abs(curve[-1] - reference[-1]) < 0.1
+        # Half-precision matmuls: close to float32 at the start, and learning alike.
+        assert abs(curve[0] - plain_float32_losses[0]) < 0.02
+        assert abs(curve[-1] - plain_float32_losses[-1]) < 0.1

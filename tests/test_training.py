@@ -3,9 +3,6 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -15,14 +12,11 @@ from tensorflow.core.protobuf import saved_model_pb2
 from trainer import export
 
 from conftest import (
-    REPO,
     check_ok,
     in_process_probabilities,
     read_scalars,
     run_trainer,
     serve_in_fresh_process,
-    subprocess_env,
-    trainer_command,
 )
 
 TEXTS = [
@@ -136,40 +130,3 @@ def test_a_checkpoint_of_another_model_is_refused_with_a_clear_message(trained_r
     assert process.returncode == 2
     assert "does not fit the configured model" in process.stderr and "Use a new --model_dir" in process.stderr
     assert "Traceback" not in process.stderr
-
-
-def latest_step(model_dir) -> int:
-    latest = tf.train.latest_checkpoint(model_dir / "checkpoints")
-    return int(latest.rsplit("-", 1)[1]) if latest else -1
-
-
-def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path, vocab_path, imdb_dir):
-    model_dir = tmp_path / "run"
-    flags = (
-        "--config.train.steps=400",
-        "--config.train.checkpoint_every_steps=20",
-        "--config.train.log_every_steps=20",
-    )
-    process = subprocess.Popen(
-        trainer_command(model_dir, vocab_path, imdb_dir, *flags),
-        env=subprocess_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    # The run saves step 0 at once; wait for a periodic checkpoint after it.
-    while latest_step(model_dir) < 1 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    latest = tf.train.latest_checkpoint(model_dir / "checkpoints")
-    assert latest, "no checkpoint was written before the kill"
-    killed_at = int(latest.rsplit("-", 1)[1])
-    assert 0 < killed_at < 400
-    assert not (model_dir / "metrics.json").exists()
-
-    resumed = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *flags))
-    assert f"resuming at step {killed_at}." in resumed.stderr
-    assert f"Training steps {killed_at}..400" in resumed.stderr
-    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 400
