@@ -7,7 +7,6 @@ map and a directory's `model.safetensors` (read and written with numpy, no
 PyTorch), checking every shape and naming the tensor at fault.
 """
 
-from collections.abc import Callable
 import json
 import os
 
@@ -49,16 +48,24 @@ def read_config(model_dir: str, model_type: str, default_type: str | None = None
     return path, hf
 
 
+def _canonical_name(name: str, prefix: str) -> str:
+    # Task and pre-training checkpoints put the encoder under a prefix ("bert.", "albert.");
+    # TF-era ones name LayerNorm's weights gamma and beta.
+    name = name.removeprefix(prefix)
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
 def import_weights(
     mapping: WeightMap,
     model_dir: str,
-    canonical_name: Callable[[str], str],
+    prefix: str,
     optional: tuple[str, ...] = (),
     ignored: tuple[str, ...] = (),
 ) -> None:
     """Assigns every variable of `mapping` from `model_dir/model.safetensors`.
 
-    File names pass through `canonical_name` (prefixes, legacy spellings).
+    File names are read without the encoder's `prefix` and with LayerNorm's
+    legacy gamma/beta spelled weight/bias.
     Tensors starting with an `optional` prefix may be missing: their variables
     keep their initial values. File tensors the map does not use are warned
     about, except those starting with an `ignored` prefix.
@@ -67,9 +74,9 @@ def import_weights(
     if not os.path.exists(path):
         raise WeightImportError(f"{path} not found: --config.model.pretrained_dir must hold {WEIGHTS_FILE}.")
     # Canonical name -> (name as spelled in the file, for messages; value).
-    tensors = {canonical_name(name): (name, value) for name, value in load_file(path).items()}
+    tensors = {_canonical_name(name, prefix): (name, value) for name, value in load_file(path).items()}
     missing = sorted(set(mapping) - set(tensors))
-    absent_optional = [name for name in missing if name.startswith(optional)] if optional else []
+    absent_optional = [name for name in missing if name.startswith(optional)]
     if len(absent_optional) < len(missing):
         raise WeightImportError(f"{path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]}.")
     if absent_optional:

@@ -78,15 +78,9 @@ def _weight_map(encoder: AlbertEncoder) -> WeightMap:
     }
 
 
-def _canonical_name(name: str) -> str:
-    # Pre-training and task checkpoints prefix the encoder with "albert."; TF-era ones name LayerNorm gamma/beta.
-    name = name.removeprefix("albert.")
-    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-
-
 def load_weights(encoder: AlbertEncoder, model_dir: str) -> None:
     """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built)."""
-    hf_format.import_weights(_weight_map(encoder), model_dir, _canonical_name, ignored=_IGNORED)
+    hf_format.import_weights(_weight_map(encoder), model_dir, "albert.", ignored=_IGNORED)
 
 
 def save_pretrained(encoder: AlbertEncoder, spiece_model_path: str, model_dir: str) -> None:

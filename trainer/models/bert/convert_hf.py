@@ -73,18 +73,12 @@ def _weight_map(encoder: BertEncoder) -> WeightMap:
     return mapping
 
 
-def _canonical_name(name: str) -> str:
-    # Task checkpoints prefix the encoder with "bert."; TF-era ones name LayerNorm gamma/beta.
-    name = name.removeprefix("bert.")
-    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-
-
 def load_weights(encoder: BertEncoder, model_dir: str) -> None:
     """Assigns every encoder weight from `model_dir/model.safetensors` (encoder must be built).
 
     A sentence-embedding export may lack the pooler; it then starts random.
     """
-    hf_format.import_weights(_weight_map(encoder), model_dir, _canonical_name, optional=("pooler.",), ignored=_IGNORED)
+    hf_format.import_weights(_weight_map(encoder), model_dir, "bert.", optional=("pooler.",), ignored=_IGNORED)
 
 
 def save_pretrained(encoder: BertEncoder, vocab_path: str, model_dir: str) -> None:
