@@ -8,7 +8,7 @@ on a machine with internet); nothing is downloaded here. The SentencePiece
 model comes from the same directory unless --config.model.vocab_path is set.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

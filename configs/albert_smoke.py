@@ -3,7 +3,7 @@
 Needs a SentencePiece model: --config.model.vocab_path=/path/spiece.model.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ come from TFDS imdb_reviews, or from a local archive:
 --config.data.path=aclImdb_v1.tar.gz.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

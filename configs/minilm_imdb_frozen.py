@@ -12,7 +12,7 @@ learns, from random initialisation, so it gets:
 `python -m trainer.compare` trains this variant and full fine-tuning side by side.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 HEAD_HIDDEN_SIZE = 256
 LEARNING_RATE = 1e-3

@@ -9,7 +9,7 @@ Two epochs at a peak learning rate of 8e-5: the small model takes a higher
 rate than BERT-base's usual 2e-5..5e-5.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

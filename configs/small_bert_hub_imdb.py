@@ -4,7 +4,7 @@ Needs internet, or local copies of both SavedModels passed with
 --config.model.hub_encoder=/dir and --config.model.hub_preprocessor=/dir.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

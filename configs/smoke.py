@@ -3,7 +3,7 @@
 Needs a WordPiece vocabulary: --config.model.vocab_path=/path/vocab.txt.
 """
 
-from trainer.config import default_config
+from trainer.experiment import default_config
 
 
 def get_config():

@@ -1,11 +1,13 @@
 r"""Fine-tunes a BERT-family encoder for text classification.
 
-Wires config -> strategy -> data -> task -> train/eval loop -> export.
+Wires config -> strategy -> task -> data -> model -> train/eval loop -> run directory -> export.
 
   python -m trainer.main --strategy=mirrored \
       --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz
 
 Any config value can be overridden: --config.train.batch_size=64.
+Exit statuses: 0 done, 2 bad input, 3 diverged, 1 crash or failed write,
+143 stopped early (restart to resume); see trainer/errors.py.
 """
 
 import os
@@ -16,25 +18,23 @@ from ml_collections import config_flags
 import tensorflow as tf
 import tf_keras
 
-from trainer import config as config_lib
-from trainer import export as export_lib
-from trainer import predict as predict_lib
+from trainer import errors, experiment
 from trainer import strategy as strategy_lib
-from trainer import workdir
-from trainer.checkpointing import CheckpointError
+from trainer.config import Experiment, check_batch_sizes
 from trainer.data import sources
-from trainer.models.hf_format import WeightImportError
-from trainer.models.hub_loading import HubLoadError
-from trainer.task import ClassificationTask
-from trainer.train_loop import CheckpointWriteError, PreemptedError, Trainer, TrainingDivergedError
+from trainer.data.input_plan import InputPlan
+from trainer.run_dir import RunDirectory
+from trainer.serving import export as export_lib
+from trainer.serving import predict as predict_lib
+from trainer.tasks import registry as task_registry
+from trainer.tasks.base import Task
+from trainer.training import precision, steps
+from trainer.training.checkpointing import restore_model
+from trainer.training.evaluation import Evaluator
+from trainer.training.loop import Trainer
 
 _CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
-# Exit statuses a launcher can act on (0 = done, 2 = bad flags, config or data).
-EXIT_DIVERGED = 3
-# Stopped early, restart the job to resume: SIGTERM handled after a checkpoint was saved,
-# or a peer worker lost. 128 + SIGTERM, which Kubeflow's restartPolicy=ExitCode retries.
-EXIT_PREEMPTED = 143
 
 # Python errors that ml_collections raises for a --config.* override it rejects
 # (an unknown key, a value of the wrong type); absl would let them through as tracebacks.
@@ -47,7 +47,7 @@ def _exit_with_flag_error(error: Exception) -> None:
         error = error.args[0]
     message = f"unknown config key {error.args[0]}" if isinstance(error, KeyError) and error.args else str(error)
     sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --help to see the flags.\n")
-    sys.exit(2)
+    sys.exit(errors.EXIT_USER_ERROR)
 
 
 try:
@@ -87,94 +87,51 @@ flags.DEFINE_string("input_file", None, "--mode=predict: a file with one text pe
 
 FLAGS = flags.FLAGS
 
-USER_ERRORS = (
-    config_lib.ConfigError,
-    sources.DataError,
-    HubLoadError,
-    WeightImportError,
-    CheckpointError,
-)
 
-
-def _export_dir() -> str:
-    return os.path.join(FLAGS.model_dir, "export")
-
-
-def _export(trainer: Trainer) -> str | None:
-    if not trainer.is_chief:
+def _export_checkpoint(task: Task, run_dir: RunDirectory) -> str | None:
+    """Exports the newest checkpoint's model (chief only); returns the export's path."""
+    if not run_dir.is_chief:
         return None
-    return export_lib.export(trainer.tokenizer, trainer.model, _export_dir(), trainer.step)
+    # Outside the strategy's scope: restoring and exporting take no collective.
+    model = task.build_model()
+    step = restore_model(model, run_dir.path)
+    return export_lib.export(task.build_tokenizer(), model, task.serving_outputs, run_dir.export, step)
 
 
-def _restored_trainer(config, task, strategy) -> Trainer:
-    trainer = Trainer(config, task, strategy, FLAGS.model_dir)
-    if trainer.restore() is None:
-        raise config_lib.ConfigError(
-            f"--mode={FLAGS.mode} needs a trained model, but --model_dir={FLAGS.model_dir} has no checkpoint."
-        )
-    return trainer
-
-
-def _predict(config, task, strategy) -> None:
+def _predict(task: Task, run_dir: RunDirectory) -> None:
     # Invalid UTF-8 in argv arrives as lone surrogates, which TensorFlow and stdout reject.
     texts = [text.encode("utf-8", "replace").decode("utf-8") for text in FLAGS.text]
     if FLAGS.input_file:
         if os.path.isdir(FLAGS.input_file):
-            raise config_lib.ConfigError(f"--input_file={FLAGS.input_file} is a directory; give a text file.")
+            raise errors.UserError(f"--input_file={FLAGS.input_file} is a directory; give a text file.")
         if not os.path.exists(FLAGS.input_file):
-            raise config_lib.ConfigError(f"--input_file={FLAGS.input_file}: no such file.")
+            raise errors.UserError(f"--input_file={FLAGS.input_file}: no such file.")
         texts += predict_lib.read_texts(FLAGS.input_file)
     if not texts:
-        raise config_lib.ConfigError("--mode=predict needs --text=... or --input_file=...")
-    export_path = export_lib.latest_export(_export_dir())
+        raise errors.UserError("--mode=predict needs --text=... or --input_file=...")
+    export_path = export_lib.latest_export(run_dir.export)
     if export_path is None:
-        logging.info("No export in %s yet: exporting the latest checkpoint.", _export_dir())
-        export_path = _export(_restored_trainer(config, task, strategy))
-    for text, probability in zip(texts, predict_lib.predict(export_path, texts)):
-        label = "positive" if probability >= 0.5 else "negative"
-        sys.stdout.write(f"{label}\t{probability:.4f}\t{text}\n")
+        logging.info("No export in %s yet: exporting the latest checkpoint.", run_dir.export)
+        export_path = _export_checkpoint(task, run_dir)
+    predictions = task.format_predictions(predict_lib.predict(export_path, texts))
+    for text, prediction in zip(texts, predictions):
+        sys.stdout.write(f"{prediction}\t{text}\n")
 
 
-def _create_strategy(config) -> tf.distribute.Strategy:
-    if FLAGS.worker_hosts is not None or FLAGS.task_index is not None:
-        if FLAGS.strategy != "multi_worker_mirrored" or FLAGS.worker_hosts is None or FLAGS.task_index is None:
-            raise config_lib.ConfigError(
-                "--worker_hosts and --task_index go together, with --strategy=multi_worker_mirrored."
-            )
-        try:
-            strategy_lib.set_tf_config(FLAGS.worker_hosts, FLAGS.task_index)
-        except ValueError as e:
-            raise config_lib.ConfigError(str(e)) from e
-    strategy_lib.split_cpu(FLAGS.num_cpu_devices)
-    return strategy_lib.create_strategy(
-        FLAGS.strategy, config.distribute.communication, config.distribute.connect_timeout_seconds
-    )
-
-
-def _check_model_dir(trainer: Trainer) -> None:
-    """One run per model_dir, and room for checkpoints and an export, before training starts."""
-    if not trainer.is_chief:
-        return
-    workdir.lock(FLAGS.model_dir)
-    # Weights plus two Adam slots, per kept checkpoint (+1 being written), plus an export.
-    weight_bytes = sum(v.shape.num_elements() * 4 for v in trainer.model.variables)
-    workdir.check_writable(
-        FLAGS.model_dir, weight_bytes * 3 * (trainer.config.train.keep_checkpoints + 1) + weight_bytes
-    )
-
-
-def run(config) -> None:
-    config_lib.validate(config)
+def run(config: Experiment, config_values: dict) -> None:
+    """Runs --mode on the parsed `config`; `config_values` is what config.json records."""
     if FLAGS.mode != "predict" and (FLAGS.text or FLAGS.input_file):
-        raise config_lib.ConfigError("--text and --input_file are only for --mode=predict.")
+        raise errors.UserError("--text and --input_file are only for --mode=predict.")
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = _create_strategy(config)
-    config_lib.validate_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
+    strategy = strategy_lib.from_flags(
+        FLAGS.strategy, config.distribute, FLAGS.worker_hosts, FLAGS.task_index, FLAGS.num_cpu_devices
+    )
+    check_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
     tf_keras.utils.set_random_seed(config.seed)
-    # Before any layer is built: layers take their compute dtype from the global policy.
-    tf_keras.mixed_precision.set_global_policy(config.train.precision)
-    task = ClassificationTask(config)
+    precision.set_policy(config.train.precision)
+    task = task_registry.build_task(config)
+    run_dir = RunDirectory(FLAGS.model_dir, strategy_lib.is_chief(strategy))
     logging.info(
         "Mode %s, strategy %s with %d replica(s), global batch %d, model_dir %s.",
         FLAGS.mode,
@@ -184,38 +141,59 @@ def run(config) -> None:
         FLAGS.model_dir,
     )
     if FLAGS.mode == "predict":
-        _predict(config, task, strategy)
+        _predict(task, run_dir)
         return
     if FLAGS.mode == "export":
-        _export(_restored_trainer(config, task, strategy))
+        _export_checkpoint(task, run_dir)
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
-    if FLAGS.mode != "evaluate" and len(data.train) < config.train.batch_size:
-        raise sources.DataError(
-            f"{len(data.train)} training examples do not fill one global batch of {config.train.batch_size} "
-            "(--config.train.batch_size)."
-        )
+    training = FLAGS.mode != "evaluate"
+    steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size) if training else 0
     validation = data.validation if len(data.validation) else None
-    if FLAGS.mode == "evaluate":
-        trainer = _restored_trainer(config, task, strategy)
+    with strategy.scope():
+        model = task.build_model()
+    data_config = config.data
+    input_plan = InputPlan(
+        strategy,
+        task.build_tokenizer(),
+        task.encode_labels,
+        data_config.seq_length,
+        data_config.num_buckets,
+        config.seed,
+        config.train.steps_per_loop,
+    )
+    jit_compile = steps.resolve_jit_compile(config.train.jit_compile)
+    evaluator = Evaluator(task, model, strategy, input_plan, run_dir, config.eval.batch_size, jit_compile)
+    if not training:
         split_name, examples = ("test", data.test) if data.test is not None else ("validation", validation)
         if examples is None:
-            raise config_lib.ConfigError("--mode=evaluate needs a test split or --config.data.validation_fraction > 0.")
-        trainer.write_results({split_name: trainer.evaluate(examples, split_name)})
+            raise errors.UserError("--mode=evaluate needs a test split or --config.data.validation_fraction > 0.")
+        step = restore_model(model, run_dir.path)
+        run_dir.write_metrics({split_name: evaluator.evaluate(examples, split_name, step)}, step=step)
         return
 
-    trainer = Trainer(config, task, strategy, FLAGS.model_dir, train_size=len(data.train))
-    _check_model_dir(trainer)
-    if FLAGS.mode == "train":
-        trainer.train(data.train, None)
-    else:
-        validation_metrics = trainer.train(data.train, validation)
-        results = {"validation": validation_metrics} if validation is not None else {}
+    trainer = Trainer(
+        config.train, config.distribute, task, model, strategy, input_plan, run_dir, steps_per_epoch, evaluator
+    )
+    run_dir.claim(trainer.disk_needed_bytes())
+    # Before config.json is written: a checkpoint that does not fit this config refuses the run.
+    trainer.restore()
+    run_dir.write_config(config_values)
+    evaluate = FLAGS.mode == "train_and_evaluate"
+    trainer.train(data.train, validation if evaluate else None)
+    if evaluate:
+        results = {"validation": evaluator.evaluate(validation, "validation", trainer.step)} if validation else {}
         if data.test is not None:
-            results["test"] = trainer.evaluate(data.test, "test")
-        trainer.write_results(results)
-    _export(trainer)
+            results["test"] = evaluator.evaluate(data.test, "test", trainer.step)
+        run_dir.write_metrics(
+            results,
+            step=trainer.step,
+            steps_per_epoch=steps_per_epoch,
+            examples_trained=trainer.step * config.train.batch_size,
+        )
+    if run_dir.is_chief:
+        export_lib.export(input_plan.tokenizer, model, task.serving_outputs, run_dir.export, trainer.step)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -232,31 +210,16 @@ def main(argv: list[str]) -> None:
     # TensorFlow's own INFO lines (one per all-reduce set-up) would drown the progress log.
     tf.get_logger().setLevel("WARNING")
     try:
-        run(FLAGS.config)
-    except USER_ERRORS as e:
-        logging.error("%s", e)
-        sys.exit(2)
-    except TrainingDivergedError as e:
-        logging.error("%s", e)
-        sys.exit(EXIT_DIVERGED)
-    except CheckpointWriteError as e:
-        logging.error("%s", e)
-        sys.exit(1)
-    except PreemptedError as e:
-        logging.warning("%s Exiting with status %d: restart the job to resume.", e, EXIT_PREEMPTED)
-        sys.exit(EXIT_PREEMPTED)
-    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
-        if FLAGS.strategy != "multi_worker_mirrored":
+        run(experiment.parse(FLAGS.config), FLAGS.config.to_dict())
+    except Exception as e:  # The one place errors become exit statuses.
+        error = e if isinstance(e, errors.TrainerError) else strategy_lib.as_peer_loss(e, FLAGS.strategy)
+        if error is None:
             raise
-        # Peer failures surface as collective errors on the survivors. Not this worker's
-        # fault: a status that launchers retry.
-        logging.error(
-            "Lost contact with a peer worker (%s). Exiting with status %d: restart the job to resume "
-            "from the last checkpoint.",
-            " ".join(str(e.message).split())[:400],
-            EXIT_PREEMPTED,
-        )
-        sys.exit(EXIT_PREEMPTED)
+        if isinstance(error, errors.RetryableError):
+            logging.warning("%s Exiting with status %d: restart the job to resume.", error, error.exit_status)
+        else:
+            logging.error("%s", error)
+        sys.exit(error.exit_status)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer.config import DistributeConfig
+from trainer.errors import RetryableError, UserError
+
 STRATEGIES = ("mirrored", "multi_worker_mirrored", "one_device", "default")
 _COMMUNICATIONS = {
     "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
@@ -18,11 +21,15 @@ _COMMUNICATIONS = {
 }
 
 
+class PeerLostError(RetryableError):
+    """A collective failed because a peer worker went away; the job should be restarted."""
+
+
 def set_tf_config(worker_hosts: str, task_index: int) -> None:
     """Builds TF_CONFIG for a cluster of workers from --worker_hosts and --task_index."""
     workers = [host.strip() for host in worker_hosts.split(",") if host.strip()]
     if not 0 <= task_index < len(workers):
-        raise ValueError(f"--task_index={task_index} is not an index into --worker_hosts ({len(workers)} hosts).")
+        raise UserError(f"--task_index={task_index} is not an index into --worker_hosts ({len(workers)} hosts).")
     os.environ["TF_CONFIG"] = json.dumps(
         {"cluster": {"worker": workers}, "task": {"type": "worker", "index": task_index}}
     )
@@ -135,6 +142,33 @@ def create_strategy(name: str, communication: str = "auto", connect_timeout: flo
     if name == "default":
         return tf.distribute.get_strategy()
     raise ValueError(f"--strategy={name!r}: expected one of {', '.join(STRATEGIES)}.")
+
+
+def from_flags(
+    name: str,
+    distribute: DistributeConfig,
+    worker_hosts: str | None = None,
+    task_index: int | None = None,
+    num_cpu_devices: int = 1,
+) -> tf.distribute.Strategy:
+    """The strategy of --strategy, with --worker_hosts/--task_index (a cluster without TF_CONFIG) and
+    --num_cpu_devices (logical CPUs for MirroredStrategy without GPUs) applied first."""
+    if worker_hosts is not None or task_index is not None:
+        if name != "multi_worker_mirrored" or worker_hosts is None or task_index is None:
+            raise UserError("--worker_hosts and --task_index go together, with --strategy=multi_worker_mirrored.")
+        set_tf_config(worker_hosts, task_index)
+    split_cpu(num_cpu_devices)
+    return create_strategy(name, distribute.communication, distribute.connect_timeout_seconds)
+
+
+def as_peer_loss(error: Exception, strategy_name: str) -> PeerLostError | None:
+    """A collective's failure under multi_worker_mirrored as the loss of a peer (not this worker's fault:
+    a status launchers retry); None for anything else."""
+    if strategy_name != "multi_worker_mirrored" or not isinstance(
+        error, (tf.errors.UnavailableError, tf.errors.AbortedError)
+    ):
+        return None
+    return PeerLostError(f"Lost contact with a peer worker ({' '.join(str(error.message).split())[:400]}).")
 
 
 def worker_id(strategy: tf.distribute.Strategy) -> int:

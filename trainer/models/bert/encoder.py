@@ -11,21 +11,24 @@ import tf_keras
 
 from trainer.models.bert.embeddings import BertEmbeddings, truncated_normal
 from trainer.models.bert.transformer import TransformerBlock, run_blocks
+from trainer.schema import ABOVE_ZERO, POSITIVE, RATE, option
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
+    """A BERT's shape; the defaults are BERT-base's. As config section model.bert, a random encoder's shape."""
+
     vocab_size: int
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.1
-    layer_norm_epsilon: float = 1e-12
-    initializer_range: float = 0.02
+    hidden_size: int = option(768, "Width of every token vector.", POSITIVE)
+    num_layers: int = option(12, "Transformer blocks.", POSITIVE)
+    num_heads: int = option(12, "Attention heads; must divide hidden_size.", POSITIVE)
+    intermediate_size: int = option(3072, "Width of the feed-forward layer.", POSITIVE)
+    max_position_embeddings: int = option(512, "Longest sequence the position table holds.", POSITIVE)
+    type_vocab_size: int = option(2, "Token type (segment) ids.", POSITIVE)
+    dropout_rate: float = option(0.1, "Dropout on embeddings and block outputs in training.", RATE)
+    attention_dropout_rate: float = option(0.1, "Dropout on the attention weights in training.", RATE)
+    layer_norm_epsilon: float = option(1e-12, "LayerNorm's variance epsilon.", ABOVE_ZERO)
+    initializer_range: float = option(0.02, "Standard deviation of the truncated normal initial weights.", ABOVE_ZERO)
 
 
 class BertEncoder(tf_keras.layers.Layer):

@@ -18,8 +18,6 @@ class SelfAttention(tf_keras.layers.Layer):
 
     def __init__(self, hidden_size: int, num_heads: int, dropout_rate: float, initializer_range: float, **kwargs):
         super().__init__(name=kwargs.pop("name", "attention"), **kwargs)
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden size {hidden_size} is not divisible by {num_heads} attention heads.")
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
         self.dropout_rate = dropout_rate
@@ -96,11 +94,18 @@ class TransformerBlock(tf_keras.layers.Layer):
         layer_norm_epsilon: float,
         initializer_range: float,
         approximate_gelu: bool = False,
+        attention_output_dropout_rate: float | None = None,
         **kwargs,
     ):
+        """`attention_output_dropout_rate`: dropout on the attention's output before its residual
+        (default `dropout_rate`, as in BERT; DistilBERT has none there)."""
         super().__init__(**kwargs)
         self.attention = SelfAttention(hidden_size, num_heads, attention_dropout_rate, initializer_range)
-        self.attention_layer_norm = ResidualLayerNorm(dropout_rate, layer_norm_epsilon, name="attention_layer_norm")
+        if attention_output_dropout_rate is None:
+            attention_output_dropout_rate = dropout_rate
+        self.attention_layer_norm = ResidualLayerNorm(
+            attention_output_dropout_rate, layer_norm_epsilon, name="attention_layer_norm"
+        )
         # BERT's GELU is the exact (erf) form; ALBERT's "gelu_new" is the tanh approximation.
         self.approximate_gelu = approximate_gelu
         self.intermediate = tf_keras.layers.Dense(

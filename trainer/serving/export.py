@@ -5,12 +5,15 @@ is written under a temporary name and renamed into place when complete, so a
 torn write is never taken for a model.
 """
 
+from collections.abc import Callable
 import os
 import shutil
 
 from absl import logging
 import tensorflow as tf
 import tf_keras
+
+from trainer.models.tokenizer import Tokenizer
 
 SIGNATURE = "serving_default"
 _TMP_PREFIX = ".tmp-"
@@ -43,21 +46,24 @@ def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor]) -> t
     return tf.scatter_nd(order[:, tf.newaxis], chunks.concat(), [num_texts])
 
 
+ServingOutputs = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
 class ServingModule(tf.Module):
-    """Tokenizer + classifier: a 1-D batch of strings -> positive-class probabilities.
+    """Tokenizer + model + the task's outputs: a 1-D batch of strings -> e.g. positive-class probabilities.
 
     Holds the model's variables and a traced function, not the Keras model
     itself, so the SavedModel needs neither Keras nor this project to load.
     """
 
-    def __init__(self, tokenizer: tf.Module, model: tf_keras.Model):
+    def __init__(self, tokenizer: Tokenizer, model: tf_keras.Model, serving_outputs: ServingOutputs):
         super().__init__(name="serving")
         self.tokenizer = tokenizer
         self.model_variables = list(model.variables)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"probability": tf.sigmoid(logits_by_length(model, tokenizer(text)))}
+            return serving_outputs(logits_by_length(model, tokenizer(text)))
 
         self.serve = serve
 
@@ -79,13 +85,15 @@ def _remove_abandoned_exports(export_dir: str) -> None:
         shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
 
 
-def export(tokenizer: tf.Module, model: tf_keras.Model, export_dir: str, version: int) -> str:
+def export(
+    tokenizer: Tokenizer, model: tf_keras.Model, serving_outputs: ServingOutputs, export_dir: str, version: int
+) -> str:
     """Writes version `version` under `export_dir`; returns its path."""
     final = os.path.join(export_dir, str(version))
     tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
     os.makedirs(export_dir, exist_ok=True)
     _remove_abandoned_exports(export_dir)
-    module = ServingModule(tokenizer, model)
+    module = ServingModule(tokenizer, model, serving_outputs)
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
     if os.path.exists(final):
         # Moved aside, not deleted in place: a kill mid-delete would leave a partial version.
@@ -95,7 +103,8 @@ def export(tokenizer: tf.Module, model: tf_keras.Model, export_dir: str, version
         shutil.rmtree(replaced)
     else:
         os.rename(tmp, final)
-    logging.info("Exported serving model to %s (signature %r: text -> probability).", final, SIGNATURE)
+    outputs = ", ".join(sorted(module.serve.get_concrete_function().structured_outputs))
+    logging.info("Exported serving model to %s (signature %r: text -> %s).", final, SIGNATURE, outputs)
     return final
 
 

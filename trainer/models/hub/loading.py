@@ -8,8 +8,10 @@ import tensorflow_hub as hub
 import tensorflow_text  # noqa: F401
 import tf_keras
 
+from trainer.errors import UserError
 
-class HubLoadError(ValueError):
+
+class HubLoadError(UserError):
     """A TF Hub handle could not be loaded; the message says how to fix it."""
 
 

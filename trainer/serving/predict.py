@@ -1,19 +1,21 @@
 """Classifies texts with an exported serving model."""
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the SavedModel)
 
-from trainer.export import SIGNATURE
+from trainer.serving.export import SIGNATURE
 
 
-def predict(export_path: str, texts: list[str], batch_size: int = 64) -> list[float]:
-    """Positive-class probability of each text."""
+def predict(export_path: str, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The serving signature's outputs for `texts` (e.g. {"probability": [N]}), in batches."""
     serve = tf.saved_model.load(export_path).signatures[SIGNATURE]
-    probabilities = []
+    batches: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(texts), batch_size):
         batch = tf.constant(texts[start : start + batch_size], dtype=tf.string)
-        probabilities.extend(serve(text=batch)["probability"].numpy().tolist())
-    return probabilities
+        for name, value in serve(text=batch).items():
+            batches.setdefault(name, []).append(value.numpy())
+    return {name: np.concatenate(values) for name, values in batches.items()}
 
 
 def read_texts(path: str) -> list[str]:

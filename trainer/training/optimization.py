@@ -1,5 +1,6 @@
 """AdamW with linear warm-up and linear decay, as BERT fine-tuning uses."""
 
+from absl import logging
 import tensorflow as tf
 import tf_keras
 
@@ -48,15 +49,27 @@ class AdamW(tf_keras.optimizers.AdamW):
         super().update_step(gradient, variable)
 
 
+def scaled_learning_rate(learning_rate: float, scaling: str, num_replicas: int) -> float:
+    """The peak learning rate for `num_replicas` replicas under `distribute.lr_scaling` (logged either way)."""
+    if scaling == "linear":
+        scaled = learning_rate * num_replicas
+        logging.info(
+            "Peak learning rate %g x %d replicas = %g (distribute.lr_scaling=linear).",
+            learning_rate,
+            num_replicas,
+            scaled,
+        )
+        return scaled
+    logging.info("Peak learning rate %g for %d replicas (distribute.lr_scaling=none).", learning_rate, num_replicas)
+    return learning_rate
+
+
 def create_optimizer(
-    learning_rate: float, total_steps: int, warmup_fraction: float, weight_decay: float, precision: str = "float32"
+    learning_rate: float, total_steps: int, warmup_fraction: float, weight_decay: float
 ) -> tf_keras.optimizers.Optimizer:
     """AdamW on the warm-up/decay schedule. Gradient clipping is done by the train step,
-    after the cross-replica all-reduce, so it sees the global gradient norm.
-
-    Under mixed_float16 it is wrapped in a dynamic LossScaleOptimizer: float16
-    gradients of an unscaled loss would underflow. It skips steps whose
-    gradients overflow and lowers the scale; the step counter still advances.
+    after the cross-replica all-reduce, so it sees the global gradient norm; loss scaling,
+    where the precision needs it, is added by trainer/training/precision.py.
     """
     schedule = WarmupLinearDecay(learning_rate, int(total_steps * warmup_fraction), total_steps)
     optimizer = AdamW(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6)
@@ -64,6 +77,4 @@ def create_optimizer(
     # without a GPU; on the CPU it made a MiniLM training step ~10% faster.
     optimizer.jit_compile = True
     optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
-    if precision == "mixed_float16":
-        return tf_keras.mixed_precision.LossScaleOptimizer(optimizer, dynamic=True)
     return optimizer

@@ -1,0 +1,158 @@
+"""Labelled examples in memory, and the repairs every source applies to raw texts.
+
+Messy input is either repaired and counted, or rejected. Each source logs one
+line saying how many texts it read and what it did about the mess:
+
+- a text that is empty, whitespace or markup only ("<br /><br />") carries no
+  signal and is skipped;
+- invalid UTF-8 (and lone surrogates) is decoded with U+FFFD replacement characters;
+- a text longer than `max_text_chars` characters keeps its first and last
+  halves of that budget: the tokenizer never looks further than seq_length
+  tokens from either end, and a runaway "review" would otherwise sit in memory
+  and be tokenized in full every epoch.
+
+A record that cannot be read stops the run with a DataError naming the file
+and line or the archive member.
+"""
+
+import dataclasses
+import re
+
+from absl import logging
+import numpy as np
+
+from trainer.errors import UserError
+
+MAX_REVIEW_BYTES = 64 << 20
+# Texts longer than this many characters keep their first and last halves of it.
+MIN_TEXT_CHARS = 200_000
+
+_TAG = re.compile(r"<[^<>]*>")
+_ENTITY = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]*|#[0-9]+|#[xX][0-9a-fA-F]+);")
+# A character that shows something: not whitespace, a control or format character, a
+# variation selector or a replacement character.
+_VISIBLE = re.compile(
+    "[^\\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\ufff9-\ufffd]"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class DataError(UserError):
+    """Data cannot be read; the message names the file, flag or value at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Labelled texts, index-aligned."""
+
+    texts: np.ndarray  # object array of str
+    labels: np.ndarray  # int32, 0 or 1
+    ids: np.ndarray  # object array of str: a stable name for each example
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Examples":
+        return Examples(self.texts[indices], self.labels[indices], self.ids[indices])
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    train: Examples
+    validation: Examples
+    test: Examples | None
+
+
+def max_text_chars(seq_length: int) -> int:
+    """Characters of a text kept: far more than seq_length tokens can span from either end."""
+    return max(MIN_TEXT_CHARS, 400 * seq_length)
+
+
+def has_content(text: str) -> bool:
+    """False for a text that is empty, whitespace, invisible characters or HTML markup only."""
+    if _VISIBLE.search(text) is None:
+        return False
+    if "<" in text or "&" in text:
+        return _VISIBLE.search(_ENTITY.sub("", _TAG.sub("", text))) is not None
+    return True
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class TextReport:
+    """Counts what reading one source skipped, repaired or ignored; logs one summary line."""
+
+    def __init__(self, where: str, seq_length: int):
+        self.where = where
+        self.max_chars = max_text_chars(seq_length)
+        self.skipped = self.repaired = self.cut = self.stray = 0
+
+    def text(self, text: str, invalid_utf8: bool = False) -> str | None:
+        """The text to keep, repaired and cut to size, or None for one without content."""
+        text, surrogates = _SURROGATE.subn("\ufffd", text)
+        if not has_content(text):
+            self.skipped += 1
+            return None
+        if invalid_utf8 or surrogates:
+            self.repaired += 1
+        if len(text) > self.max_chars:
+            half = self.max_chars // 2
+            text = f"{text[:half]} {text[-half:]}"
+            self.cut += 1
+        return text
+
+    def decode(self, data: bytes) -> str | None:
+        """`text` of UTF-8 bytes (a byte order mark dropped)."""
+        try:
+            text, invalid = data.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, invalid = data.decode("utf-8", errors="replace"), True
+        return self.text(text.removeprefix("\ufeff"), invalid)
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.skipped:
+            problems.append(f"{plural(self.skipped, 'empty or whitespace/markup-only review')} skipped")
+        if self.repaired:
+            problems.append(f"{self.repaired} with invalid UTF-8 decoded with replacement characters")
+        if self.cut:
+            problems.append(
+                f"{self.cut} longer than {self.max_chars} characters cut to their first and last {self.max_chars // 2}"
+            )
+        if self.stray:
+            problems.append(f"{plural(self.stray, 'stray file')} ignored")
+        return problems
+
+    def log(self, what: str) -> None:
+        problems = self.problems()
+        logging.info("Read %s from %s%s", what, self.where, ": " + ", ".join(problems) + "." if problems else ".")
+
+    def examples(self, rows: list[tuple[str, str, int]], where: str | None = None) -> Examples:
+        if not rows:
+            skipped = f" ({self.problems()[0]})" if self.skipped else ""
+            raise DataError(f"{where or self.where}: no examples found{skipped}.")
+        ids, texts, labels = zip(*rows)
+        return Examples(
+            texts=np.array(texts, dtype=object),
+            labels=np.array(labels, dtype=np.int32),
+            ids=np.array(ids, dtype=object),
+        )
+
+
+_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+
+
+def parse_label(value, where: str) -> int:
+    """0 or 1, given as a number or a string ("1", "1.0"); anything else is an error."""
+    if isinstance(value, str):
+        label = _LABELS.get(value.strip())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        label = int(value)
+    else:
+        label = None
+    if label is None:
+        raise DataError(f"{where}: label {value!r} is not 0 or 1.")
+    return label

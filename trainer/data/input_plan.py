@@ -1,0 +1,100 @@
+"""Examples -> distributed datasets of planned batches: one object per run for training, evaluation and benchmarks.
+
+It owns the input side's decisions: the bucket lengths, each example's token
+count (computed once per split, each worker tokenizing its own share), the
+batch plans of training and evaluation (trainer/data/batching.py) and the
+per-pipeline tf.data input through the strategy (trainer/data/pipeline.py).
+The training loop asks it for the batches of a range of steps; a benchmark
+asks the same object which length each step was padded to.
+"""
+
+from collections.abc import Callable
+import time
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from trainer import strategy as strategy_lib
+from trainer.data import batching, pipeline
+from trainer.data.examples import DataError, Examples
+from trainer.models.tokenizer import Tokenizer
+
+
+class InputPlan:
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        tokenizer: Tokenizer,
+        encode_labels: Callable[[np.ndarray], np.ndarray],
+        seq_length: int,
+        num_buckets: int,
+        seed: int,
+        steps_per_loop: int = 1,
+    ):
+        self.strategy = strategy
+        self.tokenizer = tokenizer
+        self.encode_labels = encode_labels
+        self.buckets = batching.bucket_lengths(seq_length, num_buckets)
+        self.seed = seed
+        self.steps_per_loop = steps_per_loop
+        self._token_lengths: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+        """Full global batches per epoch; raises DataError if the data do not fill one."""
+        steps = batching.steps_per_epoch(num_examples, global_batch_size)
+        if not steps:
+            raise DataError(
+                f"{num_examples} training examples do not fill one global batch of {global_batch_size} "
+                "(--config.train.batch_size)."
+            )
+        return steps
+
+    def token_lengths(self, examples: Examples, split_name: str) -> np.ndarray:
+        """Tokens each example occupies (all of seq_length without buckets); computed once per split."""
+        if split_name in self._token_lengths:
+            return self._token_lengths[split_name]
+        if len(self.buckets) == 1:
+            return np.full(len(examples), self.buckets[0], np.int32)
+        began = time.time()
+        # Each worker tokenizes its own share; all receive every length, for the same plan.
+        lengths = strategy_lib.compute_in_shares(
+            self.strategy,
+            len(examples),
+            lambda start, stop: pipeline.token_lengths(examples.texts[start:stop], self.tokenizer),
+        )
+        counts = np.bincount(np.searchsorted(self.buckets, lengths), minlength=len(self.buckets))
+        logging.info(
+            "Length buckets %s hold %s examples (token counts of %d examples in %.1f s).",
+            self.buckets.tolist(),
+            counts.tolist(),
+            len(examples),
+            time.time() - began,
+        )
+        self._token_lengths[split_name] = lengths
+        return lengths
+
+    def train_plan(
+        self, token_lengths: np.ndarray, global_batch_size: int, start_step: int, end_step: int, skipped: list[int]
+    ) -> batching.BatchPlan:
+        """The global batches of training steps [start_step, end_step), skipped plan positions left out."""
+        return batching.train_plan(
+            token_lengths,
+            global_batch_size,
+            self.seed,
+            self.buckets,
+            start_step,
+            end_step,
+            self.steps_per_loop,
+            skipped,
+        )
+
+    def eval_plan(self, examples: Examples, split_name: str, global_batch_size: int) -> batching.BatchPlan:
+        """Every example of the split once, grouped by bucket; short batches padded with zero-weight slots."""
+        return batching.eval_plan(self.token_lengths(examples, split_name), global_batch_size, self.buckets)
+
+    def distribute(self, examples: Examples, plan: batching.BatchPlan) -> tf.distribute.DistributedDataset:
+        """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""
+        make = pipeline.dataset_fn(examples.texts, self.encode_labels(examples.labels), plan, self.tokenizer)
+        return self.strategy.distribute_datasets_from_function(make)

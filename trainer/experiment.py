@@ -1,0 +1,50 @@
+"""The experiment config as users edit it (a ConfigDict) and as the trainer takes it (an `Experiment`).
+
+Named configs in `configs/` start from `default_config()` and change what
+differs; every value can be overridden on the command line
+(`--config.train.batch_size=64`). `parse()` checks every value against its
+field's type and rule (trainer/config.py), the encoder family's and task's
+own, and the rules that span keys, and returns the frozen `Experiment`.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from trainer.config import Experiment, check_combinations
+from trainer.models import registry as encoder_registry
+from trainer.schema import build, to_dict
+from trainer.tasks import registry as task_registry
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The full schema with its defaults (offline MiniLM on IMDb), one section per encoder family."""
+    values = to_dict(Experiment)
+    del values["model"]["architecture"]
+    for name, architecture in encoder_registry.architectures().items():
+        values["model"][name] = to_dict(architecture)
+    return ml_collections.ConfigDict(values)
+
+
+def parse(config: ml_collections.ConfigDict | Mapping[str, Any]) -> Experiment:
+    """The checked, frozen experiment of a config; raises ConfigError naming the key at fault.
+
+    Reads no file: the checks that need the vocabulary or the pretrained
+    weights' config run when the encoder family is resolved for the run.
+    """
+    values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    model_values = dict(values.get("model") or {})
+    architectures = {
+        name: build(architecture, model_values.pop(name, None) or {}, f"model.{name}.", vocab_size=0)
+        for name, architecture in encoder_registry.architectures().items()
+    }
+    experiment = build(Experiment, {**values, "model": model_values})
+    family = encoder_registry.family_class(experiment.model.encoder)
+    task_registry.task_class(experiment.task.type)
+    model = dataclasses.replace(experiment.model, architecture=architectures.get(experiment.model.encoder))
+    family.check_config(model)
+    experiment = dataclasses.replace(experiment, model=model)
+    check_combinations(experiment)
+    return experiment

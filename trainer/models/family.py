@@ -1,0 +1,130 @@
+"""The interface of an encoder family, and the shared half of the native (Hugging Face-format) ones.
+
+A family is everything the trainer needs to know about one kind of encoder:
+its architecture schema (the config section `model.<name>`, the shape of a
+randomly initialised encoder), its checks, its tokenizer, its Keras encoder
+and its pretrained weights. Families are registered by name in
+`trainer/models/registry.py`; nothing else in the trainer tests encoder names.
+
+An instance serves one run: it is made from the model config and the sequence
+length, resolves where the weights and vocabulary come from and checks the
+architecture against the sequence length, before anything is built.
+
+Every encoder maps {input_word_ids, input_mask, input_type_ids} (int32
+[batch, seq]) to a dict with `pooled_output` [batch, hidden] (and, unless it
+was built with `pooled_output_only`, `sequence_output`).
+"""
+
+import abc
+from collections.abc import Callable
+import dataclasses
+import os
+from typing import Any, ClassVar
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from trainer.models import hf_format
+from trainer.models.tokenizer import Tokenizer
+from trainer.schema import ConfigError
+
+
+class EncoderFamily(abc.ABC):
+    """One kind of encoder, resolved for a run."""
+
+    name: ClassVar[str]
+    # Schema of the config section model.<name> (a dataclass whose first field, vocab_size,
+    # comes from the vocabulary), or None for a family without a random-init shape.
+    architecture: ClassVar[type | None] = None
+
+    def __init__(self, model_config: Any, seq_length: int):
+        self.model_config = model_config
+        self.seq_length = seq_length
+
+    @classmethod
+    def check_config(cls, model_config: Any) -> None:
+        """Checks the model config alone, before any file is read; raises ConfigError."""
+        del model_config  # Nothing to check unless a family says so.
+
+    @abc.abstractmethod
+    def build_tokenizer(self, truncation: str = "head", head_fraction: float = 0.25) -> Tokenizer:
+        """Strings -> encoder inputs of `seq_length` tokens, in TF ops (used in tf.data and in exports)."""
+
+    @abc.abstractmethod
+    def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
+        """The Keras encoder, called on a dict of inputs; its variables are created on first call."""
+
+    def load_pretrained(self, encoder: tf_keras.layers.Layer) -> None:
+        """Assigns pretrained weights to a built encoder (nothing to do for a random one)."""
+        del encoder
+
+    def describe(self) -> str:
+        """One phrase for the log: which encoder this is."""
+        return f"{self.name} encoder"
+
+
+class NativeFamily(EncoderFamily):
+    """A family implemented in this project, with Hugging Face-format weight import.
+
+    Subclasses name their encoder class, tokenizer class, vocabulary file and
+    the converter's `load_config` / `load_weights`; the rest is shared.
+    """
+
+    encoder_class: ClassVar[type]
+    tokenizer_class: ClassVar[type]
+    vocab_file: ClassVar[str]
+    # The converter's functions, as staticmethods: HF directory -> architecture;
+    # (built encoder, HF directory) -> None.
+    load_config: ClassVar[Callable[[str], Any]]
+    load_weights: ClassVar[Callable[[Any, str], None]]
+
+    def __init__(self, model_config: Any, seq_length: int):
+        super().__init__(model_config, seq_length)
+        self.pretrained_dir = hf_format.resolve_dir(model_config.pretrained_dir) if model_config.pretrained_dir else ""
+        self.vocab_path = model_config.vocab_path or os.path.join(self.pretrained_dir, self.vocab_file)
+        if not tf.io.gfile.exists(self.vocab_path):
+            raise ConfigError(f"Vocabulary {self.vocab_path} not found (--config.model.vocab_path / pretrained_dir).")
+        if self.pretrained_dir:
+            self.config = self.load_config(self.pretrained_dir)
+            source = os.path.join(self.pretrained_dir, hf_format.CONFIG_FILE)
+        else:
+            vocab_size = self.build_tokenizer().vocab_size
+            self.config = dataclasses.replace(model_config.architecture, vocab_size=vocab_size)
+            source = f"--config.model.{self.name}"
+        self._check_architecture(source)
+
+    @classmethod
+    def check_config(cls, model_config: Any) -> None:
+        if not (model_config.pretrained_dir or model_config.vocab_path):
+            raise ConfigError(
+                f"--config.model.encoder={cls.name} needs --config.model.pretrained_dir (Hugging Face-format "
+                "directory) or, for a randomly initialised encoder, --config.model.vocab_path."
+            )
+
+    def _check_architecture(self, source: str) -> None:
+        """The architecture's own rules, against the run's sequence length; `source` is where it came from."""
+        hidden, heads = self.config.hidden_size, self.config.num_heads
+        if hidden % heads:
+            raise ConfigError(f"{source}.hidden_size={hidden} is not divisible by {source}.num_heads={heads}.")
+        positions = self.config.max_position_embeddings
+        if self.seq_length > positions:
+            raise ConfigError(
+                f"--config.data.seq_length={self.seq_length} exceeds the encoder's {positions} position "
+                f"embeddings ({source}.max_position_embeddings)."
+            )
+
+    def build_tokenizer(self, truncation: str = "head", head_fraction: float = 0.25) -> Tokenizer:
+        return self.tokenizer_class(
+            self.vocab_path, self.seq_length, self.model_config.lower_case, truncation, head_fraction
+        )
+
+    def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
+        # A classifier reads the pooled output only: the last block computes [CLS] alone.
+        return self.encoder_class(self.config, pooled_output_only=True, trainable=trainable)
+
+    def load_pretrained(self, encoder: tf_keras.layers.Layer) -> None:
+        if self.pretrained_dir:
+            self.load_weights(encoder, self.pretrained_dir)
+        else:
+            logging.info("No --config.model.pretrained_dir: the %s encoder starts from random weights.", self.name)

@@ -1,0 +1,1 @@
+"""TF Hub encoders with their preprocessing models (BERT, ALBERT, small BERTs, ...)."""

@@ -1,0 +1,1 @@
+"""Serving: the exported SavedModel that takes raw strings, and predictions from it."""

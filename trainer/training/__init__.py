@@ -1,0 +1,1 @@
+"""The distributed training engine: steps, loop, evaluation, checkpoints, optimizer and precision."""

@@ -1,0 +1,161 @@
+"""Checkpoints of a run: written by every worker, read from the chief's directory.
+
+MultiWorkerMirroredStrategy needs every worker to take part in a save (the
+values of some variables are gathered across workers), but only the chief's
+copy is kept: other workers write into a temporary directory of their own and
+delete it after each save. Left over from a run that was killed mid-save, or
+with more workers than this one, such directories are removed at start.
+
+A save is never mistaken for a good checkpoint while it is torn: TensorFlow
+writes the data and index files first and the `checkpoint` state file last,
+by an atomic rename. On restore, a checkpoint that cannot be read (a file
+truncated or removed after the fact) is skipped with a warning in favour of
+the newest older one that can.
+"""
+
+import os
+import re
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from trainer.errors import UserError, WriteError
+from trainer.run_dir import CHECKPOINT_DIR
+
+_WORKER_DIR_PREFIX = ".tmp-worker-"
+# CheckpointManager names a checkpoint saved with checkpoint_number=step "ckpt-<step>".
+_STEP_SUFFIX = re.compile(r"-(\d+)$")
+
+
+class CheckpointError(UserError):
+    """The checkpoints in model_dir do not fit the configured model, or there are none to use."""
+
+
+class CheckpointWriteError(WriteError):
+    """A checkpoint could not be written (disk full, permissions); the last complete one is named."""
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        checkpoint: tf.train.Checkpoint,
+        model_dir: str,
+        keep: int,
+        step_counter: tf.Variable,
+        is_chief: bool,
+        worker_id: int = 0,
+        num_workers: int = 1,
+    ):
+        self.checkpoint = checkpoint
+        self.model_dir = model_dir
+        self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.is_chief = is_chief
+        self._write_dir = self.directory if is_chief else _worker_dir(model_dir, worker_id)
+        # Each worker clears its own leftovers; the chief those of workers this job does not have.
+        for index in _worker_dirs(model_dir):
+            if (not is_chief and index == worker_id) or (is_chief and index >= num_workers):
+                logging.info("Removing %s, left by an earlier run.", _worker_dir(model_dir, index))
+                tf.io.gfile.rmtree(_worker_dir(model_dir, index))
+        self._manager = tf.train.CheckpointManager(
+            checkpoint, self._write_dir, max_to_keep=keep, step_counter=step_counter
+        )
+
+    def candidates(self) -> list[str]:
+        """Complete checkpoints in the chief's directory, newest first."""
+        return complete_checkpoints(self.directory)
+
+    def restore(self) -> str | None:
+        """Restores the newest readable checkpoint; returns its path, or None if there is none."""
+        return restore_newest(self.checkpoint, self.model_dir)
+
+    def save(self, step: int) -> str:
+        """Saves on every worker; only the chief's copy stays. Returns a description for the log.
+
+        Raises CheckpointWriteError naming the last complete checkpoint when the write fails.
+        """
+        try:
+            path = self._manager.save(checkpoint_number=step)
+            if not self.is_chief:
+                tf.io.gfile.rmtree(self._write_dir)
+                return f"step {step} (this worker's copy removed; the chief keeps {self.directory})"
+        except (tf.errors.OpError, OSError) as e:
+            candidates = self.candidates()
+            raise CheckpointWriteError(
+                f"Writing the checkpoint of step {step} to {self.directory} failed: "
+                f"{' '.join(str(getattr(e, 'message', e)).split())[:300]}. The last complete checkpoint is "
+                f"{candidates[0] if candidates else 'none'}; fix the cause (free space, permissions) and rerun "
+                "the same command to resume from it."
+            ) from e
+        return path
+
+
+def restore_model(model: tf_keras.Model, model_dir: str) -> int:
+    """Restores only the model's weights from the newest readable checkpoint of `model_dir`; returns its step.
+
+    For export, predict and evaluation, which need no optimizer. Raises CheckpointError if there is none.
+    """
+    path = restore_newest(tf.train.Checkpoint(model=model), model_dir)
+    if path is None:
+        raise CheckpointError(f"--model_dir={model_dir} has no checkpoint: train first, or point at a trained run.")
+    logging.info("Restored the model from %s.", path)
+    return int(_STEP_SUFFIX.search(path).group(1))
+
+
+def complete_checkpoints(directory: str) -> list[str]:
+    """Checkpoints named by `directory`'s state file whose index exists, newest first."""
+    state = tf.train.get_checkpoint_state(directory)
+    if state is None:
+        return []
+    paths = list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    paths = [p if os.path.isabs(p) or "://" in p else os.path.join(directory, p) for p in paths]
+    return [p for p in reversed(paths) if tf.io.gfile.exists(f"{p}.index")]
+
+
+def restore_newest(checkpoint: tf.train.Checkpoint, model_dir: str) -> str | None:
+    """Restores the newest checkpoint of model_dir that reads whole into `checkpoint`; returns its path or None.
+
+    A checkpoint that cannot be read is skipped with a warning for the previous one;
+    one that reads but does not fit the objects raises CheckpointError.
+    """
+    for path in complete_checkpoints(os.path.join(model_dir, CHECKPOINT_DIR)):
+        try:
+            _read_every_tensor(path)
+        except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, IndexError) as e:
+            logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
+            continue
+        try:
+            # Export and evaluation restore the model alone: the optimizer's values stay unread.
+            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+            raise CheckpointError(
+                f"--model_dir={model_dir} holds {path}, which does not fit the configured model "
+                f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
+                "with (config.json there)."
+            ) from e
+        return path
+    return None
+
+
+def _worker_dir(model_dir: str, worker_id: int) -> str:
+    return os.path.join(model_dir, f"{_WORKER_DIR_PREFIX}{worker_id}")
+
+
+def _worker_dirs(model_dir: str) -> list[int]:
+    """Indices of the non-chief checkpoint directories in model_dir."""
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)]
+    prefix = _WORKER_DIR_PREFIX
+    return [int(name[len(prefix) :]) for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()]
+
+
+def _read_every_tensor(path: str) -> None:
+    """Reads the whole checkpoint, so a torn or corrupted file fails here, before any variable is assigned.
+
+    The reader checks each tensor's length and CRC32C against the index; restoring
+    instead would assign variables one by one and could stop half-way.
+    """
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)

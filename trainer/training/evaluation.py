@@ -1,0 +1,58 @@
+"""Evaluation of a model on one split: its metrics through the task, its summaries and log line."""
+
+import time
+from typing import Any
+
+from absl import logging
+import tensorflow as tf
+import tf_keras
+
+from trainer.data.examples import Examples
+from trainer.data.input_plan import InputPlan
+from trainer.run_dir import RunDirectory, summaries_name
+from trainer.tasks.base import Task
+from trainer.training import steps
+
+
+class Evaluator:
+    """Evaluates `model` on whole splits, every example once, through the strategy."""
+
+    def __init__(
+        self,
+        task: Task,
+        model: tf_keras.Model,
+        strategy: tf.distribute.Strategy,
+        input_plan: InputPlan,
+        run_dir: RunDirectory,
+        global_batch_size: int,
+        jit_compile: bool,
+    ):
+        self.task = task
+        self.input_plan = input_plan
+        self.run_dir = run_dir
+        self.global_batch_size = global_batch_size
+        with strategy.scope():
+            self.metrics = task.build_metrics(evaluation=True)
+        self.step_functions = steps.build_eval_step(task, model, self.metrics, strategy, jit_compile)
+
+    def evaluate(self, examples: Examples, split_name: str, step: int) -> dict[str, Any]:
+        """The task's results on `examples` (float scalars also as summaries at `step` and in the log)."""
+        for metric in self.metrics.values():
+            metric.reset_state()
+        plan = self.input_plan.eval_plan(examples, split_name, self.global_batch_size)
+        start = time.time()
+        for batch_index, inputs in enumerate(self.input_plan.distribute(examples, plan), start=1):
+            self.step_functions.run(inputs)
+            if batch_index % 50 == 0:
+                logging.info("eval %s: batch %d/%d", split_name, batch_index, len(plan))
+        results = self.task.aggregate(self.metrics)
+        scalars = {name: value for name, value in results.items() if isinstance(value, float)}
+        logging.info(
+            "eval %s at step %d: %s (%.1f examples/s)",
+            split_name,
+            step,
+            "  ".join(f"{name} {value:.4f}" for name, value in scalars.items()),
+            len(examples) / max(time.time() - start, 1e-9),
+        )
+        self.run_dir.write_scalars(summaries_name(split_name), step, scalars)
+        return results
