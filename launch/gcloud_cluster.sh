@@ -12,12 +12,19 @@ Subcommands:
   up           create the VMs <name_prefix>-0 .. <name_prefix>-(N-1) (gcloud compute instances
                create): GPUs attached, --maintenance-policy=TERMINATE (required with GPUs),
                cloud-platform scope for the gs:// model_dir. On a plain image the NVIDIA
-               driver is installed by a startup script (the VM reboots once, a few minutes);
-               on a Deep Learning VM image (--image_project=deeplearning-platform-release)
-               by the image itself.
-  install      copy this repository (git archive of HEAD: commit first) to every VM, then
-               install it there as BUILD.md says: Python 3.11 venv, pinned requirements,
-               offline weights (--no-deps), and the CUDA TensorFlow build. Safe to rerun.
+               driver is installed by a startup script: Google's installer reboots the VM
+               more than once, so the script runs it again at every boot until nvidia-smi
+               answers; on a Deep Learning VM image
+               (--image_project=deeplearning-platform-release) by the image itself.
+  install      with GPUs (--accelerator_count > 0), first wait until the NVIDIA driver
+               answers on every VM (nvidia-smi, polled every --driver_poll seconds for at
+               most --driver_timeout seconds in all; exit 1 naming the VM if it never does),
+               so that the driver installer's reboots cannot cut the install off. Then copy
+               this repository (git archive of HEAD: commit first) to every VM and install
+               it there as BUILD.md says: Python 3.11 venv (installing Debian's
+               python3.11-venv package with apt-get when python3.11 cannot import ensurepip),
+               pinned requirements, offline weights (--no-deps), and the CUDA TensorFlow
+               build. Safe to rerun.
   start        start one worker per VM under nohup, each with its TF_CONFIG
                {"cluster": {"worker": ["<prefix>-0:PORT", ...]}, "task": {"type": "worker",
                "index": i}} (VM names resolve on the VPC; worker 0 is the chief), running
@@ -25,6 +32,9 @@ Subcommands:
                [trainer flags], logging to <remote_dir>/worker.log; and TensorBoard on the
                chief (localhost only; see the tensorboard subcommand).
   logs         stream every worker's log, each line prefixed with [worker i]; Ctrl-C stops.
+               The streams run in the background with no stdin (</dev/null, ssh -n), so
+               they never read the terminal; run install or start first if gcloud still
+               has to create your SSH key (creating it can prompt).
   stop         send SIGTERM to every worker: they save a checkpoint and exit (143); a later
                start resumes from the checkpoint in --model_dir.
   tensorboard  forward the chief's TensorBoard to this machine
@@ -51,7 +61,11 @@ Options (--opt VALUE or --opt=VALUE):
                            Deep Learning VM family, which must provide python3.11)
   --boot_disk_size SIZE    (default: 100GB; the CUDA wheels need ~10 GB)
  install:
-  --accelerator_count K    0 keeps the CPU TensorFlow build (default: 1)
+  --accelerator_count K    0 keeps the CPU TensorFlow build and skips the driver wait
+                           (default: 1)
+  --driver_timeout SECONDS how long to wait in all for nvidia-smi to answer on every VM
+                           (default: 1800; 0 skips the wait)
+  --driver_poll SECONDS    pause between two nvidia-smi attempts (default: 20)
  start:
   --model_dir gs://B/P     shared checkpoints/summaries/exports (required, a gs:// path)
   --port PORT              the workers' gRPC port (default: 2222; the default VPC
@@ -121,6 +135,8 @@ model_dir=""
 port=2222
 tensorboard_port=6006
 local_port=6006
+driver_timeout=1800
+driver_poll=20
 follow=1
 yes=0
 trainer_args=()
@@ -142,7 +158,7 @@ while [[ $# -gt 0 ]]; do
     --) shift; trainer_args=("$@"); have_trainer_args=1; break ;;
     --num_workers|--zone|--project|--name_prefix|--remote_dir|--machine_type|--accelerator_type|\
     --accelerator_count|--image_family|--image_project|--boot_disk_size|--model_dir|--port|\
-    --tensorboard_port|--local_port)
+    --tensorboard_port|--local_port|--driver_timeout|--driver_poll)
       if [[ $1 != *=* ]]; then
         [[ $# -ge 2 ]] || die_usage "$opt needs a value"
         value=$2
@@ -167,6 +183,8 @@ while [[ $# -gt 0 ]]; do
     --port) port=$value ;;
     --tensorboard_port) tensorboard_port=$value ;;
     --local_port) local_port=$value ;;
+    --driver_timeout) driver_timeout=$value ;;
+    --driver_poll) driver_poll=$value ;;
   esac
   shift "$words"
 done
@@ -190,6 +208,10 @@ fi
   die_usage "--remote_dir must be a plain relative path (letters, digits, _ . / -), got '$remote_dir'"
 [[ $accelerator_count =~ $non_negative_int_re ]] ||
   die_usage "--accelerator_count must be a non-negative integer, got '$accelerator_count'"
+[[ $driver_timeout =~ $non_negative_int_re ]] ||
+  die_usage "--driver_timeout must be a non-negative number of seconds, got '$driver_timeout'"
+[[ $driver_poll =~ $non_negative_int_re ]] ||
+  die_usage "--driver_poll must be a non-negative number of seconds, got '$driver_poll'"
 for pair in "--port:$port" "--tensorboard_port:$tensorboard_port" "--local_port:$local_port"; do
   name=${pair%%:*}
   value=${pair#*:}
@@ -291,11 +313,41 @@ cmd_up() {
     if [[ $image_project == deeplearning-platform-release ]]; then
       create+=(--metadata=install-nvidia-driver=True)
     else
-      # Google's installer reboots the VM once; the startup script runs again after it and stops here.
-      create+=("--metadata=startup-script=if ! command -v nvidia-smi >/dev/null; then curl -fsSL https://storage.googleapis.com/compute-gpu-installation-us/installer/latest/cuda_installer.pyz -o /opt/cuda_installer.pyz && python3 /opt/cuda_installer.pyz install_driver; fi")
+      # Google's installer reboots the VM more than once and has to be started again after each
+      # reboot. The startup script runs at every boot, so it re-runs the installer until the
+      # driver answers; checking only that an nvidia-smi binary exists would stop it half-way.
+      create+=("--metadata=startup-script=if ! nvidia-smi >/dev/null 2>&1; then curl -fsSL https://storage.googleapis.com/compute-gpu-installation-us/installer/latest/cuda_installer.pyz -o /opt/cuda_installer.pyz && python3 /opt/cuda_installer.pyz install_driver; fi")
     fi
   fi
   run "${create[@]}"
+}
+
+# Polls nvidia-smi on every VM until it answers, for at most --driver_timeout seconds in all.
+# Google's driver installer reboots a VM more than once before the driver works, and a reboot
+# in the middle of the install below would cut it off.
+wait_for_driver() {
+  local vm waited start=$SECONDS
+  for vm in "${names[@]}"; do
+    # ConnectTimeout: a VM that is rebooting must not hold up one attempt for minutes.
+    ssh_argv=(gcloud compute ssh "$vm" "${scope[@]}" --ssh-flag=-oConnectTimeout=10 --command="nvidia-smi -L")
+    if [[ $dry_run == 1 ]]; then
+      run "${ssh_argv[@]}"
+      continue
+    fi
+    echo "gcloud_cluster.sh: waiting for the NVIDIA driver on $vm (nvidia-smi; at most ${driver_timeout} s in all, --driver_timeout)" >&2
+    until run "${ssh_argv[@]}"; do
+      waited=$((SECONDS - start))
+      if ((waited >= driver_timeout)); then
+        echo "gcloud_cluster.sh: the NVIDIA driver on $vm did not answer (nvidia-smi) within $driver_timeout s; the trainer was not installed." >&2
+        echo "  The driver installer may still be running, or have failed: see its output with" >&2
+        echo "  gcloud compute ssh $vm $(quote_words "${scope[@]}") --command='sudo journalctl -u google-startup-scripts.service --no-pager | tail -n 50'" >&2
+        echo "  then run install again (a longer --driver_timeout waits longer; --accelerator_count 0 is for VMs without GPUs)." >&2
+        exit 1
+      fi
+      echo "gcloud_cluster.sh: no answer from nvidia-smi on $vm yet ($waited s); trying again in $driver_poll s" >&2
+      sleep "$driver_poll"
+    done
+  done
 }
 
 cmd_install() {
@@ -308,7 +360,15 @@ cmd_install() {
   if [[ $dry_run == 0 && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     echo "gcloud_cluster.sh: warning: uncommitted changes are not copied (git archive HEAD)" >&2
   fi
-  setup="cd $remote_dir && (python3.11 -m venv --help >/dev/null 2>&1 || (sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11-venv))"
+  if [[ $accelerator_count -gt 0 && $driver_timeout -gt 0 ]]; then
+    wait_for_driver
+  fi
+  # `python3.11 -m venv --help` works without Debian's python3.11-venv package; creating the venv
+  # does not, for lack of ensurepip. So test for ensurepip, install the package if it is missing,
+  # and stop with a clear message if that did not help.
+  setup="cd $remote_dir && { command -v python3.11 >/dev/null 2>&1 || { echo \"gcloud_cluster.sh: python3.11 not found on \$(hostname); use an image whose Python is 3.11 (--image_family debian-12)\" >&2; exit 1; }"
+  setup+="; if ! python3.11 -c 'import ensurepip' >/dev/null 2>&1; then echo \"python3.11 on \$(hostname) has no ensurepip: installing python3.11-venv\"; sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11-venv; fi"
+  setup+="; python3.11 -c 'import ensurepip' >/dev/null 2>&1 || { echo \"gcloud_cluster.sh: python3.11 on \$(hostname) cannot import ensurepip, which python3.11 -m venv needs, and apt-get did not install python3.11-venv; install it by hand (sudo apt-get install python3.11-venv) and run install again\" >&2; exit 1; }; }"
   setup+=" && python3.11 -m venv .venv && . .venv/bin/activate && pip install -q --upgrade pip"
   setup+=" && pip install -q -e . && pip install -q --no-deps -r requirements-offline.txt$cuda_step"
   setup+=" && python -c 'import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices(\"GPU\"))'"
@@ -355,20 +415,25 @@ cmd_logs() {
   if [[ $dry_run == 1 ]]; then
     for ((i = 0; i < num_workers; i++)); do
       ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
-      run "${ssh_argv[@]}"
+      ssh_argv+=(--ssh-flag=-n)
+      printf '%s </dev/null\n' "$(quote_words "${ssh_argv[@]}")"
     done
     return
   fi
   # Each stream is its own job (and process group), so Ctrl-C can end gcloud, ssh and the reader together.
+  # Under job control a background job keeps the terminal as stdin, and one that reads it is
+  # stopped (SIGTTIN), which would end the stream: so no stream has a stdin (</dev/null, and
+  # ssh -n for the ssh under gcloud).
   set -m
   for ((i = 0; i < num_workers; i++)); do
     ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
-    printf '+ %s\n' "$(quote_words "${ssh_argv[@]}")" >&2
+    ssh_argv+=(--ssh-flag=-n)
+    printf '+ %s </dev/null\n' "$(quote_words "${ssh_argv[@]}")" >&2
     (
-      "${ssh_argv[@]}" 2>&1 | while IFS= read -r line; do
+      "${ssh_argv[@]}" </dev/null 2>&1 | while IFS= read -r line; do
         printf '[worker %d] %s\n' "$i" "$line"
       done
-    ) &
+    ) </dev/null &
     pids+=("$!")
   done
   # shellcheck disable=SC2064  # the PIDs are fixed now

@@ -1,15 +1,18 @@
 """The launchers under launch/: help, shellcheck, the GCP dry runs, the TFJob and Docker files,
 and local_cluster.sh's process handling with stand-in workers (no TensorFlow, a few seconds)."""
 
+import fcntl
 import json
 import os
 import pathlib
+import pty
 import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -67,6 +70,12 @@ DOCUMENTED = {
         "--local_port",
         "TF_CONFIG",
         "--maintenance-policy=TERMINATE",
+        "--driver_timeout",
+        "--driver_poll",
+        "nvidia-smi",
+        "ensurepip",
+        "python3.11-venv",
+        "</dev/null",
     ],
 }
 
@@ -141,6 +150,11 @@ def test_up_dry_run_creates_both_gpu_vms(no_gcloud):
     ]:
         assert flag in argv, (flag, argv)
     assert any(a.startswith("--metadata=startup-script=") and "install_driver" in a for a in argv), argv
+    # The installer reboots the VM more than once and must be run again after each reboot: the
+    # startup script (run at every boot) re-runs it until the driver answers, not merely until
+    # an nvidia-smi binary exists.
+    (startup,) = [a for a in argv if a.startswith("--metadata=startup-script=")]
+    assert startup.startswith("--metadata=startup-script=if ! nvidia-smi >/dev/null 2>&1; then "), startup
 
 
 def test_up_dry_run_without_gpus_and_with_a_deep_learning_image(no_gcloud):
@@ -260,8 +274,12 @@ def test_other_subcommands_dry_run_only_print(no_gcloud, subcommand):
     if subcommand == "tensorboard":
         assert shlex.split(lines[0])[-4:] == ["--", "-N", "-L", "6006:localhost:6006"]
     if subcommand == "install":
-        assert lines[0].startswith("git archive --format=tar HEAD | gcloud compute ssh t-0 ")
-        assert "tensorflow[and-cuda]==" in lines[1] and "--no-deps -r requirements-offline.txt" in lines[1]
+        # With GPUs (the default) the driver wait on each VM comes first, then the install.
+        assert [_remote_command(shlex.split(line)) for line in lines[:2]] == ["nvidia-smi -L"] * 2
+        assert lines[2].startswith("git archive --format=tar HEAD | gcloud compute ssh t-0 ")
+        assert "tensorflow[and-cuda]==" in lines[3] and "--no-deps -r requirements-offline.txt" in lines[3]
+    if subcommand == "logs":
+        assert all(line.endswith(" --ssh-flag=-n </dev/null") for line in lines), lines
 
 
 def test_logs_prefixes_each_worker(tmp_path):
@@ -278,6 +296,250 @@ def test_logs_prefixes_each_worker(tmp_path):
         "[worker 0] hello from bert-worker-0",
         "[worker 1] hello from bert-worker-1",
     ]
+
+
+@pytest.mark.parametrize("stdin_kind", ["pipe", "terminal"])
+def test_logs_streams_do_not_read_the_callers_stdin(tmp_path, stdin_kind):
+    """Each background stream gets no stdin. Its gcloud (here one that reads stdin to the end) must
+    neither take what the user types (pipe) nor read the terminal: under `set -m` a background job
+    that reads its terminal is stopped (SIGTTIN), `wait` returns on the stop, and the stream was lost
+    without a line printed, which this test reproduces with a pseudo-terminal on the old script."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    records = tmp_path / "records"
+    records.mkdir()
+    fake = bin_dir / "gcloud"
+    # argv: compute ssh VM ...; it records its arguments, whether stdin is a terminal, and what it read.
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"record={shlex.quote(str(records))}/$3\n"
+        'printf "%s\\n" "$@" > "$record.argv"\n'
+        'if [ -t 0 ]; then echo terminal > "$record.tty"; else echo no-terminal > "$record.tty"; fi\n'
+        'cat > "$record.stdin"\n'
+        'echo "hello from $3"\n'
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    command = [str(GCLOUD_CLUSTER), "logs", "--num_workers", "2", "--zone", "z", "--no_follow"]
+    if stdin_kind == "pipe":
+        process = subprocess.run(
+            command, cwd=REPO, env=env, input="typed by the user\n", capture_output=True, text=True, timeout=30
+        )
+        returncode, stdout, stderr = process.returncode, process.stdout, process.stderr
+    else:
+        controller, terminal = pty.openpty()
+
+        def own_terminal():  # a session of its own, with the pseudo-terminal as its controlling terminal
+            os.setsid()
+            fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+
+        launcher = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=own_terminal,
+        )
+        os.close(terminal)
+        try:
+            stdout, stderr = launcher.communicate(timeout=30)
+        finally:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+            os.close(controller)
+        returncode = launcher.returncode
+    assert returncode == 0, stderr
+    assert sorted(stdout.splitlines()) == [
+        "[worker 0] hello from bert-worker-0",
+        "[worker 1] hello from bert-worker-1",
+    ], stderr
+    for vm in ["bert-worker-0", "bert-worker-1"]:
+        assert (records / f"{vm}.tty").read_text() == "no-terminal\n"
+        assert (records / f"{vm}.stdin").read_text() == ""  # not the user's input
+        assert "--ssh-flag=-n" in (records / f"{vm}.argv").read_text().splitlines()  # ssh reads no stdin
+
+
+def _recording_gcloud(tmp_path, nvidia_smi_failures):
+    """PATH with a gcloud that appends each call (argv, and the archive size for the copy) to
+    calls.jsonl. `nvidia-smi -L` fails that many times in all before it answers; -1: never."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    state = tmp_path / "gcloud_state"
+    state.mkdir()
+    (state / "nvidia_smi_failures").write_text(str(nvidia_smi_failures))
+    fake = bin_dir / "gcloud"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"state = {str(state)!r}\n"
+        "argv = sys.argv[1:]\n"
+        "command = next((a[len('--command='):] for a in argv if a.startswith('--command=')), '')\n"
+        "record = {'argv': argv}\n"
+        "if command.startswith('mkdir -p'):\n"
+        "    record['archive_bytes'] = len(sys.stdin.buffer.read())\n"
+        "with open(os.path.join(state, 'calls.jsonl'), 'a') as f:\n"
+        "    f.write(json.dumps(record) + '\\n')\n"
+        "if command == 'nvidia-smi -L':\n"
+        "    counter = os.path.join(state, 'nvidia_smi_failures')\n"
+        "    left = int(open(counter).read())\n"
+        "    if left > 0:\n"
+        "        open(counter, 'w').write(str(left - 1))\n"
+        "    if left != 0:\n"
+        "        sys.exit('NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.')\n"
+        "    print('GPU 0: Tesla T4 (UUID: GPU-fake)')\n"
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def calls():
+        path = state / "calls.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [
+            (record["argv"][2], _remote_command(["gcloud", *record["argv"]]), record)
+            for record in map(json.loads, lines)
+        ]
+
+    return env, calls
+
+
+INSTALL = ["install", "--num_workers", "2", "--zone", "z", "--name_prefix", "t", "--driver_poll", "0"]
+
+
+def test_install_waits_for_the_gpu_driver_on_every_vm_first(tmp_path):
+    """The driver answers on the third try: install polls t-0 until then, checks t-1, and only
+    then copies and installs the trainer."""
+    env, calls = _recording_gcloud(tmp_path, nvidia_smi_failures=2)
+    process = run([GCLOUD_CLUSTER, *INSTALL], env=env)
+    assert process.returncode == 0, process.stderr
+    seen = [(vm, "nvidia-smi" if command == "nvidia-smi -L" else command.split()[0]) for vm, command, _ in calls()]
+    assert seen == [
+        ("t-0", "nvidia-smi"),
+        ("t-0", "nvidia-smi"),
+        ("t-0", "nvidia-smi"),
+        ("t-1", "nvidia-smi"),
+        ("t-0", "mkdir"),
+        ("t-0", "cd"),
+        ("t-1", "mkdir"),
+        ("t-1", "cd"),
+    ], seen
+    assert process.stderr.count("no answer from nvidia-smi on t-0 yet") == 2
+    assert "nvidia-smi on t-1 yet" not in process.stderr
+    assert all(record["archive_bytes"] > 0 for _, command, record in calls() if command.startswith("mkdir"))
+
+
+@pytest.mark.parametrize("flags", [["--accelerator_count", "0"], ["--driver_timeout", "0"]], ids=["cpu", "no-wait"])
+def test_install_skips_the_driver_wait_without_gpus_or_when_asked(tmp_path, flags):
+    env, calls = _recording_gcloud(tmp_path, nvidia_smi_failures=-1)
+    process = run([GCLOUD_CLUSTER, *INSTALL, *flags], env=env)
+    assert process.returncode == 0, process.stderr
+    assert [command.split()[0] for _, command, _ in calls()] == ["mkdir", "cd", "mkdir", "cd"]
+    dry = run([GCLOUD_CLUSTER, *INSTALL, *flags, "--dry-run"], env=env)
+    assert dry.returncode == 0 and "nvidia-smi -L" not in dry.stdout
+
+
+def test_install_gives_up_when_the_driver_never_answers(tmp_path):
+    env, calls = _recording_gcloud(tmp_path, nvidia_smi_failures=-1)
+    start = time.monotonic()
+    process = run([GCLOUD_CLUSTER, *INSTALL, "--driver_timeout", "1", "--driver_poll", "1"], env=env)
+    assert process.returncode == 1, process.stderr
+    assert time.monotonic() - start < 15
+    assert "the NVIDIA driver on t-0 did not answer (nvidia-smi) within 1 s; the trainer was not installed" in (
+        process.stderr
+    )
+    assert "journalctl -u google-startup-scripts.service" in process.stderr
+    assert {(vm, command) for vm, command, _ in calls()} == {("t-0", "nvidia-smi -L")}  # nothing copied
+
+
+def _fake_vm_tools(bin_dir, log, state, *, python=True):
+    """Stand-ins for what the install command runs on a Debian VM: python3.11 whose ensurepip
+    (Debian's python3.11-venv package) is there only once STATE/ensurepip exists, sudo, apt-get
+    (which provides the package if STATE/apt_has_venv exists), pip and python, each logging its
+    arguments to LOG. `python3.11 -m venv --help` works without ensurepip, as on Debian 12."""
+    bin_dir.mkdir()
+    for tool in ["env", "mkdir", "touch", "hostname", "cat"]:
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    log_q, ensurepip_q, apt_q = (shlex.quote(str(p)) for p in (log, state / "ensurepip", state / "apt_has_venv"))
+    scripts = {
+        "sudo": f'echo "sudo $*" >> {log_q}\nexec env "$@"\n',
+        "apt-get": (
+            f'echo "apt-get $*" >> {log_q}\n'
+            'case "$*" in *install*python3.11-venv*)\n'
+            f"  if [ -f {apt_q} ]; then touch {ensurepip_q}; else\n"
+            '    echo "E: Unable to locate package python3.11-venv" >&2; exit 100; fi ;;\nesac\n'
+        ),
+        "pip": f'echo "pip $*" >> {log_q}\n',
+        "python": f'echo "python $*" >> {log_q}\n',
+    }
+    if python:
+        scripts["python3.11"] = (
+            f'echo "python3.11 $*" >> {log_q}\n'
+            'case "$*" in\n'
+            f'  "-c import ensurepip") [ -f {ensurepip_q} ] || {{ echo "No module named ensurepip" >&2; exit 1; }} ;;\n'
+            '  "-m venv --help") echo "usage: venv [-h] ENV_DIR" ;;\n'
+            f'  "-m venv .venv") [ -f {ensurepip_q} ] || {{ echo "ensurepip is not available" >&2; exit 1; }}\n'
+            "    mkdir -p .venv/bin && touch .venv/bin/activate ;;\n"
+            "esac\n"
+        )
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+
+
+VM_CASES = {
+    # case: (ensurepip there at first, apt-get can install python3.11-venv, python3.11 there, exit status)
+    "ensurepip present": (True, True, True, 0),
+    "Debian 12 without python3.11-venv": (False, True, True, 0),
+    "apt-get cannot install python3.11-venv": (False, False, True, 1),
+    "no python3.11": (False, True, False, 1),
+}
+
+
+@pytest.mark.parametrize("case", VM_CASES)
+def test_install_command_provides_ensurepip_before_creating_the_venv(no_gcloud, tmp_path, case):
+    """install's remote command, run by bash against stand-in VM tools: it checks
+    `import ensurepip` (not `venv --help`, which passes without it), installs python3.11-venv with
+    apt-get when it is missing, and stops with a clear message when that does not help."""
+    has_ensurepip, apt_has_venv, has_python, status = VM_CASES[case]
+    dry = run([GCLOUD_CLUSTER, *INSTALL, "--accelerator_count", "0", "--dry-run"], env=no_gcloud)
+    assert dry.returncode == 0, dry.stderr
+    command = _remote_command(shlex.split(dry.stdout.splitlines()[1]))
+    assert "import ensurepip" in command and "venv --help" not in command
+    log, state, home = tmp_path / "vm.log", tmp_path / "state", tmp_path / "home"
+    state.mkdir()
+    (home / "bert-trainer").mkdir(parents=True)
+    if has_ensurepip:
+        (state / "ensurepip").touch()
+    if apt_has_venv:
+        (state / "apt_has_venv").touch()
+    _fake_vm_tools(tmp_path / "vm_bin", log, state, python=has_python)
+    remote = subprocess.run(
+        [shutil.which("bash"), "-c", command],
+        cwd=home,
+        env={"PATH": str(tmp_path / "vm_bin"), "HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert remote.returncode == status, remote.stdout + remote.stderr
+    ran = log.read_text().splitlines() if log.exists() else []
+    installs_venv_package = "apt-get install -y -q python3.11-venv" in ran
+    assert installs_venv_package == (has_python and not has_ensurepip), ran
+    if status == 0:
+        assert "python3.11 -m venv .venv" in ran
+        # ensurepip was there (or made there) before the venv was created
+        assert ran.index("python3.11 -c import ensurepip") < ran.index("python3.11 -m venv .venv")
+        assert ran[-1].startswith("python -c import tensorflow")
+    else:
+        assert not any(line.startswith(("python3.11 -m venv", "pip ")) for line in ran), ran
+        expected = (
+            "python3.11 not found" if not has_python else "cannot import ensurepip, which python3.11 -m venv needs"
+        )
+        assert expected in remote.stderr
 
 
 BAD_GCLOUD_INPUT = {
@@ -297,6 +559,10 @@ BAD_GCLOUD_INPUT = {
     "unknown subcommand": (["launch", "--num_workers", "2", "--zone", "z"], "unknown subcommand 'launch'"),
     "unknown option": (["up", "--num_workers", "2", "--zone", "z", "--gpus", "2"], "unknown option '--gpus'"),
     "bad VM name": (["up", "--num_workers", "2", "--zone", "z", "--name_prefix", "My_VMs"], "--name_prefix"),
+    "driver timeout not a number": (
+        ["install", "--num_workers", "2", "--zone", "z", "--driver_timeout", "soon"],
+        "--driver_timeout must be a non-negative number of seconds",
+    ),
     "no subcommand": ([], "missing SUBCOMMAND"),
 }
 
@@ -331,6 +597,24 @@ def test_tfjob_yaml():
     model_dir = next(a for a in container["args"] if a.startswith("--model_dir="))[len("--model_dir=") :]
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     assert any(model_dir.startswith(m + "/") for m in mounts) or model_dir.startswith("gs://")
+    # A worker killed by its join watchdog exits 137, which ExitCode retries: the job must not
+    # restart for ever. backoffLimit small; gang scheduling of every worker; a join timeout longer
+    # than the trainer's 120 s default, for a peer still pulling the image.
+    run_policy = job["spec"]["runPolicy"]
+    assert isinstance(run_policy["backoffLimit"], int) and 1 <= run_policy["backoffLimit"] <= 10
+    assert run_policy["schedulingPolicy"]["minAvailable"] == workers["replicas"]
+    timeouts = [a for a in container["args"] if a.startswith("--config.distribute.connect_timeout_seconds=")]
+    assert len(timeouts) == 1 and int(timeouts[0].split("=", 1)[1]) >= 300, container["args"]
+    # Which operator: training-operator v1 (kubeflow.org/v1); Trainer v2 has TrainJob, not TFJob.
+    for words in [
+        "Training Operator v1",
+        "v1.9",
+        "Trainer v2",
+        "TrainJob",
+        "--gang-scheduler-name",
+        "activeDeadlineSeconds",
+    ]:
+        assert words in text, words
 
 
 def test_dockerfile():
