@@ -103,12 +103,11 @@ def import_weights(
         if name in absent_optional:
             continue
         file_name, value = tensors[name]
-        value = value.T if transposed else value
-        if tuple(value.shape) != tuple(variable.shape):
-            raise WeightImportError(
-                f"{path}: {file_name} has shape {value.shape}, the encoder expects {tuple(variable.shape)}."
-            )
-        variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+        # Shapes as the file stores them: a Linear weight is [out, in], a Keras kernel [in, out].
+        expected = tuple(variable.shape)[::-1] if transposed else tuple(variable.shape)
+        if tuple(value.shape) != expected:
+            raise WeightImportError(f"{path}: {file_name} has shape {value.shape}, the encoder expects {expected}.")
+        variable.assign((value.T if transposed else value).astype(variable.dtype.as_numpy_dtype))
     unused = sorted(tensors[n][0] for n in set(tensors) - set(mapping) if not n.startswith(ignored))
     if unused:
         logging.warning("%s: %d tensor(s) not used by the encoder, e.g. %s.", path, len(unused), unused[:3])
