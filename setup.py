@@ -17,7 +17,7 @@ setuptools.setup(
     version="0.1.0",
     description="Distributed fine-tuning of BERT-family encoders for text classification.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["trainer", "trainer.*", "configs"]),
+    packages=setuptools.find_packages(include=["trainer", "trainer.*", "experiments", "configs"]),
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-test.txt")},
 )

@@ -1,9 +1,10 @@
 r"""This trainer's side of the speed benchmark: training steps, input pipeline, exported-model inference.
 
 Runs in the project's venv and uses only the trainer's public pieces: the
-config from `default_config()` plus overrides, `ClassificationTask`, `Trainer`,
-`strategy.create_strategy`, `pipeline.dataset_fn` and `export.export`. Every
-measurement prints one JSON line on stdout; logs go to stderr.
+config from `experiment.default_config()` plus overrides, the task from the
+task registry, `InputPlan`, `Trainer`, `strategy.create_strategy` and
+`export.export`. Every measurement prints one JSON line on stdout; logs go
+to stderr.
 
   # Everything, each measurement in a process of its own:
   python benchmarks/trainer_bench.py --measure=all --reviews=sample.jsonl
@@ -134,10 +135,10 @@ def _set_override(config, assignment: str) -> None:
 
 
 def build_config(seq_length: int, num_buckets: int, precision: str, xla: bool, steps: int):
-    """The default config (offline MiniLM) with the benchmark's settings and --override values."""
-    from trainer import config as config_lib
+    """The default config (offline MiniLM) with the benchmark's settings and --override values, parsed."""
+    from trainer import experiment
 
-    config = config_lib.default_config()
+    config = experiment.default_config()
     config.data.seq_length = seq_length
     config.data.num_buckets = num_buckets
     config.train.batch_size = FLAGS.batch_size
@@ -151,8 +152,7 @@ def build_config(seq_length: int, num_buckets: int, precision: str, xla: bool, s
     config.train.keep_checkpoints = 1
     for assignment in FLAGS.override:
         _set_override(config, assignment)
-    config_lib.validate(config)
-    return config
+    return experiment.parse(config)
 
 
 def _setup_tensorflow() -> None:
@@ -182,16 +182,6 @@ def _examples(reviews: list[dict]):
         labels=np.array([int(r["label"]) for r in reviews], dtype=np.int32),
         ids=np.array([str(r.get("id", i)) for i, r in enumerate(reviews)], dtype=object),
     )
-
-
-def _token_lengths(examples, tokenizer, buckets):
-    import numpy as np
-
-    from trainer.data import pipeline
-
-    if len(buckets) == 1:
-        return np.full(len(examples), buckets[0], np.int32)
-    return pipeline.token_lengths(examples.texts, tokenizer)
 
 
 class _CompileWatcher(std_logging.Handler):
@@ -232,14 +222,31 @@ def _read_step_rates(log_dir: str) -> dict[int, float]:
     return rates
 
 
+def _input_plan(config, strategy, task):
+    """The trainer's own input plan for `config`: the same buckets, token counts and batch plans."""
+    from trainer.data.input_plan import InputPlan
+
+    return InputPlan(
+        strategy,
+        task.build_tokenizer(),
+        task.encode_labels,
+        config.data.seq_length,
+        config.data.num_buckets,
+        config.seed,
+        config.train.steps_per_loop,
+    )
+
+
 def measure_train() -> dict:
     import tf_keras
 
-    from trainer import config as config_lib
     from trainer import strategy as strategy_lib
+    from trainer.config import check_batch_sizes
     from trainer.data import batching
-    from trainer.task import ClassificationTask
-    from trainer.train_loop import Trainer
+    from trainer.run_dir import RunDirectory
+    from trainer.tasks import registry
+    from trainer.training import precision as precision_lib
+    from trainer.training.loop import Trainer
 
     precision, xla = MODES[FLAGS.mode]
     buckets = batching.bucket_lengths(FLAGS.seq_length, FLAGS.buckets)
@@ -248,28 +255,32 @@ def measure_train() -> dict:
     total_steps = FLAGS.warmup_steps + timed + len(buckets) - 1
     config = build_config(FLAGS.seq_length, FLAGS.buckets, precision, xla, total_steps)
     strategy = strategy_lib.create_strategy(FLAGS.strategy)
-    config_lib.validate_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
+    check_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
     tf_keras.utils.set_random_seed(config.seed)
-    # Before the Trainer builds the model: layers take their dtype from the global policy.
-    tf_keras.mixed_precision.set_global_policy(precision)
+    # Before the model is built: layers take their dtype from the global policy.
+    precision_lib.set_policy(precision)
     examples = _examples(_load_reviews())
     watcher = _CompileWatcher()
     logging.get_absl_logger().addHandler(watcher)
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as model_dir:
-        task = ClassificationTask(config)
-        trainer = Trainer(config, task, strategy, model_dir, train_size=len(examples))
+        task = registry.build_task(config)
+        with strategy.scope():
+            model = task.build_model()
+        input_plan = _input_plan(config, strategy, task)
+        steps_per_epoch = input_plan.steps_per_epoch(len(examples), config.train.batch_size)
+        trainer = Trainer(
+            config.train, config.distribute, task, model, strategy, input_plan, RunDirectory(model_dir), steps_per_epoch
+        )
         start = time.time()
         trainer.train(examples, None)
         train_seconds = time.time() - start
         rates = _read_step_rates(os.path.join(model_dir, "train"))
-        lengths = _token_lengths(examples, trainer.tokenizer, trainer.buckets)
     logging.get_absl_logger().removeHandler(watcher)
+    lengths = input_plan.token_lengths(examples, "train")
 
-    # The same plan the trainer followed: which length each step was padded to.
+    # The plan the trainer followed: which length each step was padded to.
     def plan(end_step: int) -> batching.BatchPlan:
-        return batching.train_plan(
-            lengths, config.train.batch_size, config.seed, trainer.buckets, 0, end_step, config.train.steps_per_loop
-        )
+        return input_plan.train_plan(lengths, config.train.batch_size, 0, end_step, [])
 
     planned_lengths = plan(total_steps).lengths
     step_lengths = {step: int(planned_lengths[step - 1]) for step in rates}
@@ -300,7 +311,7 @@ def measure_train() -> dict:
         "headline": summary["median"],
         "headline_basis": "median of timed steps",
     }
-    if len(trainer.buckets) > 1:
+    if len(input_plan.buckets) > 1:
         record.update(_bucket_mix(step_lengths, timed_steps, seconds, plan, len(examples), batch))
         record["headline"] = record.get("epoch_mix") or summary["mean"]
         record["headline_basis"] = (
@@ -314,7 +325,7 @@ def measure_train() -> dict:
         "xla": xla,
         "seq_length": FLAGS.seq_length,
         "num_buckets": FLAGS.buckets,
-        "buckets": trainer.buckets.tolist(),
+        "buckets": input_plan.buckets.tolist(),
         "batch_size": batch,
         "replicas": strategy.num_replicas_in_sync,
         "unit": "examples/s",
@@ -363,29 +374,23 @@ def measure_pipeline() -> dict:
     """Reviews/s through the training input pipeline alone (tokenize, gather, batch), no model."""
     import tensorflow as tf
 
-    from trainer.data import batching, pipeline
-    from trainer.task import ClassificationTask
+    from trainer.data import batching
+    from trainer.tasks import registry
 
     config = build_config(FLAGS.seq_length, FLAGS.buckets, "float32", False, 1)
-    tokenizer = ClassificationTask(config).build_tokenizer()
+    input_plan = _input_plan(config, tf.distribute.get_strategy(), registry.build_task(config))
     examples = _examples(_load_reviews())
-    buckets = batching.bucket_lengths(FLAGS.seq_length, FLAGS.buckets)
     start = time.time()
-    lengths = _token_lengths(examples, tokenizer, buckets)
+    lengths = input_plan.token_lengths(examples, "train")
     length_seconds = time.time() - start
-    plan = batching.train_plan(
-        lengths,
-        FLAGS.batch_size,
-        config.seed,
-        buckets,
-        0,
-        batching.steps_per_epoch(len(examples), FLAGS.batch_size),
+    plan = input_plan.train_plan(
+        lengths, FLAGS.batch_size, 0, batching.steps_per_epoch(len(examples), FLAGS.batch_size), []
     )
-    make_dataset = pipeline.dataset_fn(examples, plan, tokenizer)
+    buckets = input_plan.buckets
     rates = []
     # The first pass traces the map function and warms the thread pools.
     for timed_pass in range(FLAGS.pipeline_passes + 1):
-        dataset = make_dataset(tf.distribute.InputContext())
+        dataset = input_plan.distribute(examples, plan)
         start = time.perf_counter()
         batches = sum(1 for _ in dataset)
         elapsed = time.perf_counter() - start
@@ -413,15 +418,16 @@ def measure_export() -> None:
     """Builds the model under the precision's policy and exports a serving SavedModel to --export_dir."""
     import tf_keras
 
-    from trainer import export
-    from trainer.task import ClassificationTask
+    from trainer.serving import export
+    from trainer.tasks import registry
+    from trainer.training import precision as precision_lib
 
     policy = INFERENCE_PRECISIONS[FLAGS.precision]
     config = build_config(FLAGS.seq_length, 1, policy, False, 1)
     tf_keras.utils.set_random_seed(config.seed)
-    tf_keras.mixed_precision.set_global_policy(policy)
-    task = ClassificationTask(config)
-    export.export(task.build_tokenizer(), task.build_model(), FLAGS.export_dir, 0)
+    precision_lib.set_policy(policy)
+    task = registry.build_task(config)
+    export.export(task.build_tokenizer(), task.build_model(), task.serving_outputs, FLAGS.export_dir, 0)
 
 
 def measure_inference() -> dict:

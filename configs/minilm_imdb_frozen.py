@@ -9,18 +9,16 @@ learns, from random initialisation, so it gets:
   keep the pretrained encoder from drifting, which is moot when it is frozen,
   and a head trained from scratch at 5e-5 barely moves in one epoch.
 
-`python -m trainer.compare` trains this variant and full fine-tuning side by side.
+`python -m experiments.compare` trains this variant and full fine-tuning side
+by side; it takes the frozen run's head and learning rate from this config.
 """
 
 from trainer.experiment import default_config
-
-HEAD_HIDDEN_SIZE = 256
-LEARNING_RATE = 1e-3
 
 
 def get_config():
     config = default_config()
     config.model.freeze_encoder = True
-    config.model.head_hidden_size = HEAD_HIDDEN_SIZE
-    config.train.learning_rate = LEARNING_RATE
+    config.model.head_hidden_size = 256
+    config.train.learning_rate = 1e-3
     return config

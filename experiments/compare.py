@@ -1,13 +1,14 @@
 r"""Frozen encoder (feature extraction) versus full fine-tuning: trains both, then reports.
 
-  python -m trainer.compare --model_dir=runs/frozen_vs_finetuned \
+  python -m experiments.compare --model_dir=runs/frozen_vs_finetuned \
       --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz
 
 Runs `python -m trainer.main` twice, one after the other, with the same flags:
 
-  <model_dir>/frozen     --config.model.freeze_encoder=true, plus a deeper head
-                         (--frozen_head_hidden_size) and a head learning rate
-                         (--frozen_learning_rate)
+  <model_dir>/frozen     --config.model.freeze_encoder=true, plus the head and
+                         learning rate of --frozen_config (model.head_hidden_size,
+                         train.learning_rate; default configs/minilm_imdb_frozen.py,
+                         e.g. --frozen_config.model.head_hidden_size=128)
   <model_dir>/finetuned  --config.model.freeze_encoder=false, the config as given
 
 Every flag that is not one of this program's goes to both runs unchanged
@@ -17,7 +18,7 @@ seeded initialisation), see the same data split and batches, and differ only
 in what is trained. --config.train.learning_rate and
 --config.model.head_hidden_size apply to the fine-tuned run only.
 
-Then writes the report of both runs to <model_dir>/report/ (see trainer.report)
+Then writes the report of both runs to <model_dir>/report/ (see experiments.report)
 and logs the accuracy of each on one line.
 
 Exit status: 0, or that of the run that failed (2: bad flag, config or data;
@@ -35,27 +36,24 @@ import subprocess
 import sys
 
 from absl import app, flags, logging
+from ml_collections import config_flags
 import tensorflow as tf
 
-from configs import minilm_imdb_frozen
-from trainer import report
+from experiments import report
+from trainer.errors import EXIT_RETRYABLE as EXIT_PREEMPTED
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string(
     "model_dir",
     "runs/frozen_vs_finetuned",
     "Parent directory: the runs go to frozen/ and finetuned/, the report to report/.",
 )
-flags.DEFINE_integer(
-    "frozen_head_hidden_size",
-    minilm_imdb_frozen.HEAD_HIDDEN_SIZE,
-    "Frozen run: width of the head's hidden layer (dense -> batch norm -> ReLU; 0 = a single logit). "
-    "On frozen features a linear head is a mere probe; a hidden layer gets more out of them.",
-)
-flags.DEFINE_float(
-    "frozen_learning_rate",
-    minilm_imdb_frozen.LEARNING_RATE,
-    "Frozen run: peak learning rate. Only the randomly initialised head trains, and there is no "
-    "pretrained encoder to protect, so it is far above fine-tuning rates (5e-5).",
+config_flags.DEFINE_config_file(
+    "frozen_config",
+    os.path.join(_REPO, "configs", "minilm_imdb_frozen.py"),
+    "The frozen run's head and learning rate: its model.head_hidden_size and train.learning_rate are "
+    "applied over the shared config (override them with --frozen_config.<key>=<value>).",
 )
 
 FLAGS = flags.FLAGS
@@ -64,7 +62,6 @@ RUNS = ("frozen", "finetuned")
 REPORT_DIR = "report"
 # Written into a run's directory once it finished; holds the flags it ran with.
 DONE_FILE = "compare_done.json"
-EXIT_PREEMPTED = 143
 # Flags this program sets for each run itself.
 _RESERVED_FLAGS = ("mode", "config.model.freeze_encoder")
 # Values the frozen run takes from this program's flags instead of the pass-through ones.
@@ -72,7 +69,6 @@ _FROZEN_OVERRIDES = ("config.train.learning_rate", "config.model.head_hidden_siz
 # An absl log line: severity, date, time, thread, file:line] message.
 _ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]*\] ?(.*)$")
 _LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.ERROR}
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class CompareError(ValueError):
@@ -134,7 +130,7 @@ def check_pass_through(args: list[str]) -> None:
             continue
         # absl spells a false boolean --noname.
         if name in _RESERVED_FLAGS or (name.startswith("no") and name[2:] in _RESERVED_FLAGS):
-            raise CompareError(f"{token}: trainer.compare sets --{name.removeprefix('no')} for each run itself.")
+            raise CompareError(f"{token}: experiments.compare sets --{name.removeprefix('no')} for each run itself.")
 
 
 def run_flags(
@@ -262,13 +258,10 @@ def _summary_line(runs: dict[str, report.Run]) -> str:
 def compare(pass_through: list[str], model_dir: str) -> str | None:
     """Trains both runs and writes the report (chief only); returns report.md's path."""
     check_pass_through(pass_through)
-    if FLAGS.frozen_head_hidden_size < 0:
-        raise CompareError(f"--frozen_head_hidden_size={FLAGS.frozen_head_hidden_size}: must be >= 0.")
-    if not FLAGS.frozen_learning_rate > 0:
-        raise CompareError(f"--frozen_learning_rate={FLAGS.frozen_learning_rate}: must be > 0.")
+    frozen = FLAGS.frozen_config
     for name in RUNS:
         trainer_flags = run_flags(
-            name, pass_through, model_dir, FLAGS.frozen_head_hidden_size, FLAGS.frozen_learning_rate
+            name, pass_through, model_dir, frozen.model.head_hidden_size, frozen.train.learning_rate
         )
         train_run(name, trainer_flags, os.path.join(model_dir, name))
     if not is_chief(pass_through):

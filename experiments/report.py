@@ -9,7 +9,7 @@ metrics.json and config.json, and writes into --output_dir:
   comparison.png               with several runs: their curves and ROC curves overlaid
   report.md                    the figures, a final metrics table and each run's key config
 
-  python -m trainer.report --runs=runs/frozen,runs/finetuned --output_dir=runs/report
+  python -m experiments.report --runs=runs/frozen,runs/finetuned --output_dir=runs/report
 
 Only the chief of a run writes events and metrics, so a multi-worker run
 directory reads exactly like a single-process one.
@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 import numpy as np
 import tensorflow as tf
 
+from trainer.run_dir import CONFIG_FILE, METRICS_FILE, TRAIN_SUMMARIES, summaries_name
+
 flags.DEFINE_list("runs", None, "Comma-separated run directories (the --model_dir of trainer.main).")
 flags.DEFINE_list("names", None, "Comma-separated display names, one per run (default: each directory's basename).")
 flags.DEFINE_string("output_dir", None, "Where the PNG figures and report.md are written.")
@@ -36,11 +38,8 @@ flags.DEFINE_enum(
 
 FLAGS = flags.FLAGS
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.json"
 REPORT_FILE = "report.md"
-# Subdirectories of a run directory written by trainer.train_loop.
-TRAIN_DIR, VALIDATION_DIR, TEST_DIR = "train", "eval", "eval_test"
+TRAIN_DIR, VALIDATION_DIR, TEST_DIR = TRAIN_SUMMARIES, summaries_name("validation"), summaries_name("test")
 
 # Fixed sizes (inches) at a fixed dpi, so every PNG has a known pixel size.
 DPI = 100

@@ -13,12 +13,17 @@ import subprocess
 import sys
 import tarfile
 
-import ml_collections
 import pytest
 import tensorflow as tf
 
+from trainer import experiment
 from trainer import strategy as strategy_lib
-from trainer.task import ClassificationTask
+from trainer.data.input_plan import InputPlan
+from trainer.run_dir import RunDirectory
+from trainer.tasks import registry as task_registry
+from trainer.training import steps
+from trainer.training.evaluation import Evaluator
+from trainer.training.loop import Trainer
 
 # Two logical CPUs for in-process MirroredStrategy tests; must precede TF device set-up.
 strategy_lib.split_cpu(2)
@@ -149,12 +154,29 @@ def serve_in_fresh_process(export_path, texts: list[str], cwd) -> list[float]:
 
 def in_process_probabilities(model_dir, texts: list[str]):
     """Probabilities from the latest checkpoint, computed here with the project's own model."""
-    config = ml_collections.ConfigDict(json.loads((model_dir / "config.json").read_text()))
-    task = ClassificationTask(config)
+    config = experiment.parse(json.loads((model_dir / "config.json").read_text()))
+    task = task_registry.build_task(config)
     model = task.build_model()
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir / "checkpoints")).expect_partial()
     logits = model(task.build_tokenizer()(tf.constant(texts)), training=False)
     return tf.sigmoid(logits).numpy()
+
+
+def build_trainer(config, strategy, model_dir, train_size: int = 0) -> Trainer:
+    """A Trainer in this process, its model, input plan and evaluator wired as trainer.main wires them."""
+    parsed = experiment.parse(config)
+    task = task_registry.build_task(parsed)
+    with strategy.scope():
+        model = task.build_model()
+    data, train = parsed.data, parsed.train
+    plan = InputPlan(
+        strategy, task.build_tokenizer(), task.encode_labels, data.seq_length, data.num_buckets, parsed.seed
+    )
+    run_dir = RunDirectory(str(model_dir), strategy_lib.is_chief(strategy))
+    jit_compile = steps.resolve_jit_compile(train.jit_compile)
+    evaluator = Evaluator(task, model, strategy, plan, run_dir, parsed.eval.batch_size, jit_compile)
+    steps_per_epoch = train_size // train.batch_size
+    return Trainer(train, parsed.distribute, task, model, strategy, plan, run_dir, steps_per_epoch, evaluator)
 
 
 def read_scalars(log_dir) -> dict[str, dict[int, float]]:

@@ -52,24 +52,26 @@ def install(fault: str) -> None:
         # checkpoints): the N-th save's first write is call 2N-1.
         _on_call(checkpoint_management, "update_checkpoint_state_internal", 2 * int(value) - 1)
     elif kind == "kill_during_eval":
-        from trainer import train_loop
+        import dataclasses
 
-        original = train_loop.Trainer.evaluate
+        from trainer.training.evaluation import Evaluator
+
+        original = Evaluator.evaluate
         evaluations = {"count": 0}
 
-        def evaluate(self, examples, split_name):
+        def evaluate(self, examples, split_name, step):
             evaluations["count"] += 1
             if evaluations["count"] == int(value):
-                eval_fn = self._eval_fn
+                eval_fn = self.step_functions.run
 
                 def first_batch_then_kill(inputs):
                     eval_fn(inputs)
                     _kill()
 
-                self._eval_fn = first_batch_then_kill
-            return original(self, examples, split_name)
+                self.step_functions = dataclasses.replace(self.step_functions, run=first_batch_then_kill)
+            return original(self, examples, split_name, step)
 
-        train_loop.Trainer.evaluate = evaluate
+        Evaluator.evaluate = evaluate
     elif kind == "kill_during_export":
         import tensorflow as tf
 
@@ -84,34 +86,35 @@ def install(fault: str) -> None:
 
         os.rename = rename
     elif kind == "kill_during_step":
+        import dataclasses
         import threading
 
-        from trainer import train_loop
+        from trainer.training import steps
 
-        original = train_loop.Trainer._make_train_function
+        original = steps.build_train_step
         target = int(value)
 
-        def make(self):
-            forward_backward, train_fn = original(self)
+        def build(*args, **kwargs):
+            functions = original(*args, **kwargs)
             calls = {"count": 0}
 
-            def timed_train_fn(*args):
+            def timed_run(*run_args):
                 calls["count"] += 1
                 if calls["count"] == target:
                     # Killed from another thread while the step runs inside TensorFlow.
                     threading.Timer(0.05, _kill).start()
-                return train_fn(*args)
+                return functions.run(*run_args)
 
-            return forward_backward, timed_train_fn
+            return dataclasses.replace(functions, run=timed_run)
 
-        train_loop.Trainer._make_train_function = make
+        steps.build_train_step = build
     elif kind == "nan_label":
         import numpy as np
 
-        from trainer import train_loop
-        from trainer.data.sources import Examples
+        from trainer.data.examples import Examples
+        from trainer.training.loop import Trainer
 
-        original_train = train_loop.Trainer.train
+        original_train = Trainer.train
 
         def train(self, train_examples, validation_examples):
             labels = train_examples.labels.astype(np.float32)
@@ -119,14 +122,14 @@ def install(fault: str) -> None:
             poisoned = Examples(train_examples.texts, labels, train_examples.ids)
             return original_train(self, poisoned, validation_examples)
 
-        train_loop.Trainer.train = train
+        Trainer.train = train
     elif kind == "scale_loss":
-        from trainer.task import ClassificationTask
+        from trainer.tasks.classification import BinaryClassificationTask
 
-        original_loss = ClassificationTask.per_example_loss
+        original_loss = BinaryClassificationTask.per_example_loss
         factor = float(value)
-        ClassificationTask.per_example_loss = staticmethod(
-            lambda labels, logits: original_loss(labels, logits) * factor
+        BinaryClassificationTask.per_example_loss = lambda self, labels, outputs: (
+            original_loss(self, labels, outputs) * factor
         )
     else:
         raise SystemExit(f"unknown fault {fault!r}; see the module docstring")

@@ -27,7 +27,7 @@ import time
 import tensorflow as tf
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from trainer.export import latest_export  # noqa: E402
+from trainer.serving.export import latest_export  # noqa: E402
 
 from conftest import REPO, subprocess_env, trainer_command, write_aclimdb, write_vocab  # noqa: E402
 

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from trainer import strategy as strategy_lib  # noqa: E402
 from trainer.data import batching, pipeline  # noqa: E402
 from trainer.data.sources import Examples  # noqa: E402
-from trainer.data.tokenizers import WordPieceTokenizer  # noqa: E402
+from trainer.models.bert.tokenizer import WordPieceTokenizer  # noqa: E402
 
 NUM_EXAMPLES = 203
 GLOBAL_BATCH = 8
@@ -56,7 +56,9 @@ def main() -> None:
     buckets = batching.bucket_lengths(SEQ_LENGTH, 4)
     steps = batching.steps_per_epoch(NUM_EXAMPLES, GLOBAL_BATCH)
     plan = batching.train_plan(lengths, GLOBAL_BATCH, seed=1, buckets=buckets, start_step=0, end_step=steps)
-    dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn(examples, plan, tokenizer))
+    dataset = strategy.distribute_datasets_from_function(
+        pipeline.dataset_fn(examples.texts, examples.labels.astype(np.float32), plan, tokenizer)
+    )
     consumed = []
     for _, labels, _ in dataset:
         (local_labels,) = strategy.experimental_local_results(labels)  # One replica per CPU worker.

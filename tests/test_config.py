@@ -1,17 +1,21 @@
-"""Config validation messages name the key at fault."""
+"""Config validation messages name the key at fault; each rule lives once, where the knowledge is."""
 
 import importlib
 import logging
 
 import pytest
 
-from trainer import config as config_lib
+from trainer import experiment
+from trainer.data import sources
+from trainer.data.input_plan import InputPlan
+from trainer.schema import ConfigError
+from trainer.tasks.registry import build_task
 
 from conftest import REPO
 
 
 def valid():
-    return config_lib.default_config()
+    return experiment.default_config()
 
 
 @pytest.mark.parametrize(
@@ -21,7 +25,8 @@ def valid():
         ("data.seq_length", -4, r"--config.data.seq_length=-4: must be positive"),
         ("train.learning_rate", 0.0, r"--config.train.learning_rate=0.0: must be > 0"),
         ("data.validation_fraction", 1.5, r"--config.data.validation_fraction=1.5: must be in \[0, 1\)"),
-        ("model.encoder", "gpt", r"--config.model.encoder='gpt': expected one of bert, albert, hub"),
+        ("model.encoder", "gpt", r"--config.model.encoder='gpt': expected one of bert, albert, distilbert, hub"),
+        ("task.type", "ranking", r"--config.task.type='ranking': expected one of binary"),
         ("data.source", "parquet", r"--config.data.source='parquet': expected one of"),
         ("train.steps", -1, r"--config.train.steps=-1: must be >= 0"),
         ("train.steps_per_loop", 0, r"--config.train.steps_per_loop=0: must be positive"),
@@ -63,43 +68,34 @@ def test_bad_values_are_named(key, value, message):
     for section in sections:
         node = node[section]
     node[name] = value
-    with pytest.raises(config_lib.ConfigError, match=message):
-        config_lib.validate(config)
+    with pytest.raises(ConfigError, match=message):
+        experiment.parse(config)
 
 
 def test_hub_needs_both_handles():
     config = valid()
     config.model.encoder = "hub"
     config.model.hub_encoder = "/models/encoder"
-    with pytest.raises(config_lib.ConfigError, match="hub_preprocessor"):
-        config_lib.validate(config)
+    with pytest.raises(ConfigError, match="hub_preprocessor"):
+        experiment.parse(config)
 
 
 def test_random_encoder_needs_vocab():
     config = valid()
     config.model.pretrained_dir = ""
-    with pytest.raises(config_lib.ConfigError, match="--config.model.vocab_path"):
-        config_lib.validate(config)
-
-
-def test_heads_must_divide_hidden_size():
-    config = valid()
-    config.model.pretrained_dir = ""
-    config.model.vocab_path = "vocab.txt"
-    config.model.bert.num_heads = 5
-    with pytest.raises(config_lib.ConfigError, match="not divisible by --config.model.bert.num_heads=5"):
-        config_lib.validate(config)
+    with pytest.raises(ConfigError, match="--config.model.vocab_path"):
+        experiment.parse(config)
 
 
 def test_defaults_are_valid():
-    config_lib.validate(valid())
+    experiment.parse(valid())
 
 
-def smoke():
+def smoke(vocab_path: str = "vocab.txt"):
     """A randomly initialised encoder: its sizes come from the config."""
     config = valid()
     config.model.pretrained_dir = ""
-    config.model.vocab_path = "vocab.txt"
+    config.model.vocab_path = vocab_path
     config.model.bert.max_position_embeddings = 64
     config.data.seq_length = 32
     return config
@@ -108,25 +104,46 @@ def smoke():
 @pytest.mark.parametrize(
     "changes,message",
     [
-        ({"data.seq_length": 65}, r"--config.data.seq_length=65 exceeds the encoder's 64 position embeddings"),
+        (
+            {"bert.num_heads": 5},
+            r"--config.model.bert.hidden_size=768 is not divisible by --config.model.bert.num_heads=5",
+        ),
+        ({"bert.hidden_size": 32, "bert.num_heads": 3}, r"hidden_size=32 is not divisible by .*num_heads=3"),
+        (
+            {"encoder": "distilbert", "distilbert.max_position_embeddings": 16},
+            r"seq_length=32 exceeds the encoder's 16 position embeddings \(--config.model.distilbert",
+        ),
+        ({}, None),
+    ],
+)
+def test_the_encoder_family_checks_its_architecture_against_the_run(changes, message, vocab_path):
+    """Heads and positions are the family's rules, checked when it is resolved for the run
+    (random encoders from model.<family>, pretrained ones from their config.json)."""
+    config = smoke(vocab_path)
+    config.model.bert.max_position_embeddings = 40
+    config.data.seq_length = 32
+    for key, value in changes.items():
+        *sections, name = key.split(".")
+        node = config.model
+        for section in sections:
+            node = node[section]
+        node[name] = value
+    if message is None:
+        build_task(experiment.parse(config))
+        config.data.seq_length = 41
+        message = r"--config.data.seq_length=41 exceeds the encoder's 40 position embeddings"
+    with pytest.raises(ConfigError, match=message):
+        build_task(experiment.parse(config))
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
         (
             {"train.nan_policy": "skip", "train.max_nan_skips": 0},
             r"nan_policy=skip with --config.train.max_nan_skips=0 never skips",
         ),
         ({"data.label_column": "text"}, r"text_column and --config.data.label_column are both 'text'"),
-        (
-            {"data.source": "tfds", "data.path": "/data/aclImdb"},
-            r"--config.data.source=tfds reads TFDS 'imdb_reviews', but --config.data.path=/data/aclImdb is set",
-        ),
-        ({"data.test_path": "test.csv"}, r"--config.data.test_path=test.csv: only csv and jsonl sources"),
-        (
-            {"data.source": "aclimdb", "data.path": "/data/aclImdb", "data.test_path": "test.csv"},
-            r"--config.data.test_path=test.csv: only csv and jsonl sources",
-        ),
-        (
-            {"data.max_examples": 4, "train.batch_size": 8},
-            r"--config.data.max_examples=4 caps the training set below one global batch",
-        ),
         ({"train.epochs": 0, "train.steps": 0}, r"train.epochs and --config.train.steps are both 0"),
     ],
 )
@@ -135,15 +152,43 @@ def test_conflicting_values_are_named(changes, message):
     for key, value in changes.items():
         section, name = key.split(".")
         config[section][name] = value
-    with pytest.raises(config_lib.ConfigError, match=message):
-        config_lib.validate(config)
+    with pytest.raises(ConfigError, match=message):
+        experiment.parse(config)
 
 
-def test_seq_length_of_a_pretrained_encoder_is_checked_by_the_task_not_here():
-    # The pretrained encoder's own config.json sets its positions; validate() cannot know them.
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (
+            {"source": "tfds", "path": "/data/aclImdb"},
+            r"--config.data.source=tfds reads TFDS 'imdb_reviews', but --config.data.path=/data/aclImdb is set",
+        ),
+        ({"test_path": "test.csv"}, r"--config.data.test_path=test.csv: only csv and jsonl sources"),
+    ],
+)
+def test_paths_that_do_not_fit_the_source_are_named_by_the_sources(changes, message):
+    config = smoke()
+    config.data.update(changes)
+    with pytest.raises(sources.DataError, match=message):
+        sources.resolve_source(experiment.parse(config).data)
+
+
+def test_a_training_set_smaller_than_one_global_batch_is_named():
+    with pytest.raises(sources.DataError, match=r"4 training examples do not fill one global batch of 8"):
+        InputPlan.steps_per_epoch(4, 8)
+    assert InputPlan.steps_per_epoch(17, 8) == 2
+
+
+def test_seq_length_of_a_pretrained_encoder_is_checked_against_its_own_config():
+    # The pretrained encoder's own config.json sets its positions, not model.bert.
     config = valid()
     config.model.bert.max_position_embeddings = 16
-    config_lib.validate(config)
+    build_task(experiment.parse(config))
+    config.data.seq_length = 513
+    with pytest.raises(
+        ConfigError, match=r"seq_length=513 exceeds the encoder's 512 position embeddings \(.*config\.json"
+    ):
+        build_task(experiment.parse(config))
 
 
 def test_freeze_encoder_works_with_every_encoder():
@@ -153,7 +198,7 @@ def test_freeze_encoder_works_with_every_encoder():
         config.model.encoder = encoder
         config.model.hub_encoder, config.model.hub_preprocessor = "/models/encoder", "/models/preprocessor"
         config.model.freeze_encoder = True
-        config_lib.validate(config)
+        experiment.parse(config)
 
 
 def test_eval_interval_beyond_the_run_is_a_warning(caplog):
@@ -161,14 +206,14 @@ def test_eval_interval_beyond_the_run_is_a_warning(caplog):
     config.train.steps = 20
     config.train.eval_every_steps = 50
     with caplog.at_level(logging.WARNING, logger="absl"):
-        config_lib.validate(config)
+        experiment.parse(config)
     assert "--config.train.eval_every_steps=50 exceeds --config.train.steps=20" in caplog.text
 
 
 def test_csv_source_with_test_file_is_valid():
     config = smoke()
     config.data.path, config.data.test_path = "train.csv", "test.csv"
-    config_lib.validate(config)
+    experiment.parse(config)
 
 
 # What each named config needs from its user, as its docstring says.
@@ -186,9 +231,9 @@ def test_every_named_config_is_valid_given_what_it_documents_it_needs(name):
     config = importlib.import_module(f"configs.{name}").get_config()
     needs = _NAMED_CONFIG_NEEDS.get(name, {})
     if needs:
-        with pytest.raises(config_lib.ConfigError, match="--config.model."):
-            config_lib.validate(config)
+        with pytest.raises(ConfigError, match="--config.model."):
+            experiment.parse(config)
     for key, value in needs.items():
         config.model[key] = value
-    config_lib.validate(config)
-    assert set(config.to_dict()) == set(config_lib.default_config().to_dict())
+    experiment.parse(config)
+    assert set(config.to_dict()) == set(experiment.default_config().to_dict())

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.checkpointing import Checkpoints
 from trainer.data import batching
-from trainer.export import latest_export
+from trainer.serving.export import latest_export
+from trainer.training.checkpointing import Checkpoints
 
 from conftest import (
     REPO,

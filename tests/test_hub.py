@@ -14,10 +14,11 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 import tf_keras
 
-from trainer.data.tokenizers import HubPreprocessor, WordPieceTokenizer
-from trainer.models import hub_loading
 from trainer.models.bert.encoder import BertConfig, BertEncoder
-from trainer.task import INPUT_KEYS
+from trainer.models.bert.tokenizer import WordPieceTokenizer
+from trainer.models.hub import loading as hub_loading
+from trainer.models.hub.tokenizer import HubPreprocessor
+from trainer.tasks.base import INPUT_KEYS
 
 from conftest import check_ok, in_process_probabilities, read_scalars, run_trainer, serve_in_fresh_process
 

@@ -140,7 +140,9 @@ def test_two_workers_end_with_identical_weights_equal_to_a_mirrored_run(tmp_path
     # The report reads a cluster run as it reads a single-process one.
     report_dir = tmp_path / "report"
     check_ok(
-        run_module("trainer.report", f"--runs={tmp_path / 'cluster'}", "--names=cluster", f"--output_dir={report_dir}")
+        run_module(
+            "experiments.report", f"--runs={tmp_path / 'cluster'}", "--names=cluster", f"--output_dir={report_dir}"
+        )
     )
     check_report(report_dir, {"cluster": tmp_path / "cluster"})
 

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from trainer import optimization
+from trainer.training import optimization
 
 
 def test_warmup_then_linear_decay():

@@ -109,7 +109,7 @@ def test_eval_plan_covers_every_example_once_with_weighted_padding():
 def test_pipeline_batches_follow_the_plan_with_labels_and_lengths():
     data = examples(50)
     plan = batching.train_plan(np.full(50, 8), 4, seed=3, buckets=np.array([8]), start_step=0, end_step=20)
-    dataset = pipeline.dataset_fn(data, plan, identity_tokenizer)(context())
+    dataset = pipeline.dataset_fn(data.texts, data.labels.astype(np.float32), plan, identity_tokenizer)(context())
     assert consumed(dataset) == plan.indices.tolist()
     for features, labels, weights in dataset.take(3):
         numbers = [int(t.decode().split()[1]) for t in features["text"].numpy()[:, 0]]
@@ -125,7 +125,11 @@ def test_workers_consume_disjoint_shares_of_every_global_batch(workers, replicas
     global_batch = 12
     plan = batching.train_plan(LENGTHS, global_batch, seed=3, buckets=BUCKETS, start_step=0, end_step=16)
     per_worker = [
-        consumed(pipeline.dataset_fn(data, plan, identity_tokenizer)(context(workers, w, replicas)))
+        consumed(
+            pipeline.dataset_fn(data.texts, data.labels.astype(np.float32), plan, identity_tokenizer)(
+                context(workers, w, replicas)
+            )
+        )
         for w in range(workers)
     ]
     local = replicas // workers
@@ -140,14 +144,14 @@ def test_workers_consume_disjoint_shares_of_every_global_batch(workers, replicas
 def test_eval_pipeline_pads_with_zero_weight_and_cuts_to_the_planned_length():
     data = examples(13)
     plan = batching.eval_plan(np.full(13, 5), 4, np.array([8, 16]))
-    dataset = pipeline.dataset_fn(data, plan, identity_tokenizer)(context())
+    dataset = pipeline.dataset_fn(data.texts, data.labels.astype(np.float32), plan, identity_tokenizer)(context())
     batches = consumed(dataset)
     assert sum(batches, []) == list(range(13))
     assert [len(b) for b in batches] == [4, 4, 4, 1]
 
 
 def test_token_lengths_match_the_tokenizer(vocab_path):
-    from trainer.data.tokenizers import WordPieceTokenizer
+    from trainer.models.bert.tokenizer import WordPieceTokenizer
 
     tokenizer = WordPieceTokenizer(vocab_path, seq_length=6)
     data = Examples(np.array(["", "great film", "good " * 40], dtype=object), np.zeros(3, np.int32), np.zeros(3))

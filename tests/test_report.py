@@ -1,4 +1,4 @@
-"""trainer.report and trainer.compare end to end: PNG figures, report.md, frozen vs fine-tuned."""
+"""experiments.report and experiments.compare end to end: PNG figures, report.md, frozen vs fine-tuned."""
 
 import json
 import re
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import compare, report
+from configs import minilm_imdb_frozen
+from experiments import compare, report
 
 from conftest import REPO, SMOKE_CONFIG, check_ok, read_scalars, subprocess_env
 
@@ -83,7 +84,7 @@ def check_report(output_dir, runs: dict[str, object]) -> str:
 def test_report_of_a_mirrored_run(trained_run, tmp_path):
     output_dir = tmp_path / "report"
     flags = (f"--runs={trained_run.model_dir}", "--names=mirrored", f"--output_dir={output_dir}")
-    process = check_ok(run_module("trainer.report", *flags))
+    process = check_ok(run_module("experiments.report", *flags))
     assert "Wrote" in process.stderr
     markdown = check_report(output_dir, {"mirrored": trained_run.model_dir})
     assert not (output_dir / "comparison.png").exists()
@@ -99,7 +100,7 @@ def test_report_without_events_or_metrics_fails_with_the_path(trained_run, tmp_p
     no_events = tmp_path / "no_events"
     no_events.mkdir()
     shutil.copy(trained_run.model_dir / "metrics.json", no_events)
-    process = run_module("trainer.report", f"--runs={no_events}", f"--output_dir={tmp_path / 'out'}")
+    process = run_module("experiments.report", f"--runs={no_events}", f"--output_dir={tmp_path / 'out'}")
     assert process.returncode == 2, process.stderr[-2000:]
     assert f"{no_events} has no training events" in process.stderr
     assert "Traceback" not in process.stderr
@@ -132,9 +133,9 @@ def test_compare_trains_frozen_and_finetuned_from_the_same_weights(tmp_path, voc
         # Keeps the step-0 checkpoint for the weight comparison.
         "--config.train.keep_checkpoints=5",
         "--strategy=one_device",
-        "--frozen_head_hidden_size=16",
+        "--frozen_config.model.head_hidden_size=16",
     )
-    log = check_ok(run_module("trainer.compare", *flags)).stderr
+    log = check_ok(run_module("experiments.compare", *flags)).stderr
     assert "[frozen] Model: bert encoder (frozen)" in log
     assert re.search(r"Frozen vs fine-tuned on the test split: frozen accuracy \d\.\d{4} .* finetuned accuracy", log)
     runs = {name: model_dir / name for name in compare.RUNS}
@@ -145,7 +146,7 @@ def test_compare_trains_frozen_and_finetuned_from_the_same_weights(tmp_path, voc
     assert configs["frozen"]["model"]["freeze_encoder"] and not configs["finetuned"]["model"]["freeze_encoder"]
     assert configs["frozen"]["model"]["head_hidden_size"] == 16
     assert configs["finetuned"]["model"]["head_hidden_size"] == 0
-    assert configs["frozen"]["train"]["learning_rate"] == compare.FLAGS["frozen_learning_rate"].default
+    assert configs["frozen"]["train"]["learning_rate"] == minilm_imdb_frozen.get_config().train.learning_rate
     assert configs["finetuned"]["train"]["learning_rate"] == 3e-3  # configs/smoke.py
     for config in configs.values():
         del config["model"]["freeze_encoder"], config["model"]["head_hidden_size"], config["train"]["learning_rate"]
@@ -162,7 +163,7 @@ def test_compare_trains_frozen_and_finetuned_from_the_same_weights(tmp_path, voc
 
     # The same command again: nothing is retrained, the report is rewritten.
     (model_dir / "report" / "report.md").unlink()
-    again = check_ok(run_module("trainer.compare", *flags)).stderr
+    again = check_ok(run_module("experiments.compare", *flags)).stderr
     assert again.count("finished before with the same flags: not run again") == 2
     assert "Starting the" not in again
     assert (model_dir / "report" / "report.md").exists()

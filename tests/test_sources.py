@@ -7,8 +7,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from trainer.config import default_config
-from trainer.data import sources
+from trainer.data import sources, tfds_source
+from trainer.experiment import default_config
 
 
 def data_config(**values):
@@ -130,7 +130,7 @@ def test_tfds_offline_fails_fast_with_what_to_download(tmp_path, monkeypatch):
         sources.load_splits(data_config(), seed=0, tfds_data_dir=str(tmp_path))
     message = str(error.value)
     assert "imdb_reviews" in message and str(tmp_path) in message
-    assert sources.IMDB_URL in message and "--config.data.path=" in message
+    assert tfds_source.IMDB_URL in message and "--config.data.path=" in message
 
 
 def test_archive_members_outside_layout_are_ignored(tmp_path, imdb_dir):

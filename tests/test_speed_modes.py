@@ -7,8 +7,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from trainer import config as config_lib
-from trainer.task import ClassificationTask
+from trainer import experiment
+from trainer.tasks.base import Task
+from trainer.tasks.registry import build_task
 
 from conftest import check_ok, read_scalars, run_trainer
 
@@ -25,15 +26,15 @@ def losses(model_dir) -> np.ndarray:
     return np.array([train[step] for step in sorted(train)])
 
 
-def tiny_task(vocab_path: str, precision: str = "float32") -> ClassificationTask:
+def tiny_task(vocab_path: str, precision: str = "float32") -> Task:
     tf_keras.mixed_precision.set_global_policy(precision)
-    config = config_lib.default_config()
+    config = experiment.default_config()
     config.model.pretrained_dir = ""
     config.model.vocab_path = vocab_path
     config.model.bert.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
     config.model.bert.update(max_position_embeddings=64, dropout_rate=0.0, attention_dropout_rate=0.0)
     config.data.seq_length = 64
-    return ClassificationTask(config)
+    return build_task(experiment.parse(config))
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import pytest
 
 from configs import smoke
 from trainer import strategy as strategy_lib
-from trainer.task import ClassificationTask
-from trainer.train_loop import Trainer
+from trainer.errors import UserError
+
+from conftest import build_trainer
 
 
 def test_worker_hosts_and_task_index_build_tf_config(monkeypatch):
@@ -19,7 +20,7 @@ def test_worker_hosts_and_task_index_build_tf_config(monkeypatch):
         "cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]},
         "task": {"type": "worker", "index": 1},
     }
-    with pytest.raises(ValueError, match=r"--task_index=2 is not an index into --worker_hosts \(2 hosts\)"):
+    with pytest.raises(UserError, match=r"--task_index=2 is not an index into --worker_hosts \(2 hosts\)"):
         strategy_lib.set_tf_config("10.0.0.1:2222,10.0.0.2:2222", 2)
 
 
@@ -43,7 +44,7 @@ def test_learning_rate_scaling_with_the_replicas_is_a_config_choice(tmp_path, vo
     config.distribute.lr_scaling = scaling
     strategy = strategy_lib.create_strategy("mirrored")
     caplog.set_level("INFO", logger="absl")  # tf.saved_model.save elsewhere raises absl to WARNING.
-    trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path), train_size=800)
+    trainer = build_trainer(config, strategy, tmp_path, train_size=800)
     schedule = trainer.optimizer.get_config()["learning_rate"]["config"]
     assert schedule["peak"] == pytest.approx(config.train.learning_rate * factor)
     assert f"(distribute.lr_scaling={scaling})" in caplog.text

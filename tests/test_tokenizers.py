@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from trainer.data.tokenizers import WordPieceTokenizer
+from trainer.models.bert.tokenizer import WordPieceTokenizer
 
 
 def vocab_ids(vocab_path: str) -> dict[str, int]:

@@ -9,10 +9,8 @@ import tensorflow as tf
 from configs import smoke
 from trainer import strategy as strategy_lib
 from trainer.data.sources import Examples, load_splits
-from trainer.task import ClassificationTask
-from trainer.train_loop import Trainer
 
-from conftest import make_review
+from conftest import build_trainer, make_review
 
 
 def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vocab_path):
@@ -21,7 +19,8 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
     config.eval.batch_size = 4
     strategy = strategy_lib.create_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2
-    trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path))
+    trainer = build_trainer(config, strategy, tmp_path)
+    tokenizer = trainer.input_plan.tokenizer
     rng = random.Random(0)
     labels = np.array([i % 2 for i in range(13)], dtype=np.int32)
     # 13 examples, 2 per replica: the last step leaves one replica without data.
@@ -31,14 +30,14 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
         ids=np.array([str(i) for i in range(13)], dtype=object),
     )
     # A random model scores every review alike; this head spreads them over (0, 1).
-    features = trainer.tokenizer(tf.constant(data.texts.tolist()))
+    features = tokenizer(tf.constant(data.texts.tolist()))
     raw = trainer.model.encoder(features)["pooled_output"] @ trainer.model.logit.kernel
     scale = 2.0 / float(tf.math.reduce_std(raw))
     trainer.model.logit.kernel.assign(trainer.model.logit.kernel * scale)
     trainer.model.logit.bias.assign([-scale * float(tf.reduce_mean(raw))])
-    results = trainer.evaluate(data, "validation")
+    results = trainer.evaluator.evaluate(data, "validation", trainer.step)
 
-    logits = trainer.model(trainer.tokenizer(tf.constant(data.texts.tolist())), training=False)
+    logits = trainer.model(tokenizer(tf.constant(data.texts.tolist())), training=False)
     probabilities = tf.sigmoid(logits).numpy()
     loss = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels.astype(np.float32), logits=logits).numpy()
     assert results["num_examples"] == 13
@@ -74,7 +73,7 @@ def test_frozen_encoder_trains_only_the_head(tmp_path, vocab_path, imdb_dir):
     config.data.path = str(imdb_dir)
     config.train.steps = 3
     strategy = strategy_lib.create_strategy("one_device")
-    trainer = Trainer(config, ClassificationTask(config), strategy, str(tmp_path), train_size=128)
+    trainer = build_trainer(config, strategy, tmp_path, train_size=128)
     assert [v.name for v in trainer.model.trainable_variables] == [
         "classifier/logit/kernel:0",
         "classifier/logit/bias:0",

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from trainer import export
+from trainer.serving import export
 
 from conftest import (
     check_ok,

@@ -15,7 +15,8 @@ import re
 import tarfile
 import zlib
 
-from trainer.data.examples import MAX_REVIEW_BYTES, DataError, Examples, TextReport
+from trainer.data import examples
+from trainer.data.examples import DataError, Examples, TextReport
 
 # A review: aclImdb/{train,test}/{pos,neg}/<name>.txt, hidden files (macOS "._0_9.txt") excepted.
 _ACLIMDB_FILE = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/([^/.][^/]*)\.txt$")
@@ -70,7 +71,7 @@ def _aclimdb_files(path: str, report: TextReport):
             for member in archive:
                 match = _ACLIMDB_FILE.search(member.name)
                 if match and member.isfile():
-                    if member.size > MAX_REVIEW_BYTES:
+                    if member.size > examples.MAX_REVIEW_BYTES:
                         raise DataError(_too_large(f"{path}: member {member.name}", member.size))
                     yield member.name, match, archive.extractfile(member).read()
                 elif not member.isdir() and not _ACLIMDB_EXTRA.search(member.name):
@@ -108,7 +109,7 @@ def _aclimdb_directory_files(path: str, report: TextReport):
 def _read_file(path: str) -> bytes:
     try:
         size = os.path.getsize(path)
-        if size > MAX_REVIEW_BYTES:
+        if size > examples.MAX_REVIEW_BYTES:
             raise DataError(_too_large(path, size))
         with open(path, "rb") as f:
             return f.read()
@@ -118,7 +119,7 @@ def _read_file(path: str) -> bytes:
 
 def _too_large(where: str, size: int) -> str:
     return (
-        f"{where} is {size / 2**20:.0f} MiB; a review is at most {MAX_REVIEW_BYTES >> 20} MiB. "
+        f"{where} is {size / 2**20:.0f} MiB; a review is at most {examples.MAX_REVIEW_BYTES >> 20} MiB. "
         "Remove it or move it out of the data."
     )
 

@@ -7,7 +7,8 @@ broken JSON, an unclosed quote) stops the run naming the file and line.
 import csv
 import json
 
-from trainer.data.examples import MAX_REVIEW_BYTES, DataError, Examples, TextReport, parse_label, plural
+from trainer.data import examples
+from trainer.data.examples import DataError, Examples, TextReport, parse_label, plural
 
 
 def read_table(path: str, source: str, text_column: str, label_column: str, seq_length: int) -> Examples:
@@ -20,7 +21,7 @@ def read_table(path: str, source: str, text_column: str, label_column: str, seq_
 
 def _read_csv(path: str, text_column: str, label_column: str, report: TextReport) -> list[tuple[str, str, int]]:
     """Rows of a CSV file with a header line; invalid UTF-8 is repaired field by field."""
-    previous_limit = csv.field_size_limit(MAX_REVIEW_BYTES)
+    previous_limit = csv.field_size_limit(examples.MAX_REVIEW_BYTES)
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.reader(f)

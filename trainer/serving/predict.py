@@ -11,7 +11,8 @@ def predict(export_path: str, texts: list[str], batch_size: int = 64) -> dict[st
     """The serving signature's outputs for `texts` (e.g. {"probability": [N]}), in batches."""
     serve = tf.saved_model.load(export_path).signatures[SIGNATURE]
     batches: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(texts), batch_size):
+    # At least one call, so that no texts still give every output (empty).
+    for start in range(0, max(len(texts), 1), batch_size):
         batch = tf.constant(texts[start : start + batch_size], dtype=tf.string)
         for name, value in serve(text=batch).items():
             batches.setdefault(name, []).append(value.numpy())
