@@ -22,7 +22,7 @@ from trainer.models.albert import convert_hf
 from trainer.models.albert.encoder import AlbertConfig, AlbertEncoder
 from trainer.models.albert.tokenizer import SentencePieceTokenizer
 from trainer.models.hub.tokenizer import HubPreprocessor
-from trainer.models.tokenizer import VocabularyError, clean_text
+from trainer.models.tokenizer import Truncation, VocabularyError, clean_text
 from trainer.schema import ConfigError
 from trainer.tasks.registry import build_task
 
@@ -247,7 +247,7 @@ def test_unsupported_hugging_face_configs_are_named(tmp_path, spiece_path):
     config_path = tmp_path / hf_format.CONFIG_FILE
     original = config_path.read_text()
     for old, new, message in [
-        ('"num_hidden_groups": 1', '"num_hidden_groups": 2', "num_hidden_groups=2; only ALBERT with one shared"),
+        ('"num_hidden_groups": 1', '"num_hidden_groups": 2', "num_hidden_groups 2 is not supported; expected 1"),
         ('"hidden_act": "gelu_new"', '"hidden_act": "relu"', "hidden_act 'relu' is not supported"),
         ('"model_type": "albert"', '"model_type": "bert"', "model_type 'bert' is not 'albert'"),
     ]:
@@ -308,8 +308,8 @@ def test_hub_albert_preprocessor_tokenizes_like_the_native_sentencepiece_tokeniz
     tf.saved_model.save(HubStyleAlbertPreprocessor(spiece_path), handle)
     texts = tf.constant(["a great film.", "the plot was " * 5 + "great, " * 5 + "and bad in the end", ""])
     for truncation in ("head", "tail", "head_tail"):
-        hub = HubPreprocessor(handle, seq_length=12, truncation=truncation, head_fraction=0.5)(texts)
-        native = SentencePieceTokenizer(spiece_path, seq_length=12, truncation=truncation, head_fraction=0.5)(texts)
+        hub = HubPreprocessor(handle, seq_length=12, truncation=Truncation(truncation, 0.5))(texts)
+        native = SentencePieceTokenizer(spiece_path, seq_length=12, truncation=Truncation(truncation, 0.5))(texts)
         for key, value in native.items():
             np.testing.assert_array_equal(hub[key], value, err_msg=f"{truncation}: {key}")
 

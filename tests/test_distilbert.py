@@ -322,7 +322,7 @@ def test_hugging_face_format_round_trip_is_exact(tmp_path, tiny, vocab_path):
         tensors["transformer.layer.1.output_layer_norm.bias"], encoder.blocks[1].output_layer_norm.beta
     )
     np.testing.assert_array_equal(tensors["embeddings.word_embeddings.weight"], encoder.embeddings.word_embeddings)
-    np.testing.assert_array_equal(tensors["pre_classifier.weight"], encoder.pre_classifier.kernel.numpy().T)
+    np.testing.assert_array_equal(tensors["pre_classifier.weight"], encoder.pooler.kernel.numpy().T)
 
     restored = build(convert_hf.load_config(str(tmp_path)))
     convert_hf.load_weights(restored, str(tmp_path))
@@ -378,13 +378,13 @@ def test_base_checkpoint_without_pre_classifier_leaves_it_random(tmp_path, tiny,
     save_file(tensors, str(weights))
 
     restored = build(tiny)
-    initial_kernel, initial_bias = restored.pre_classifier.kernel.numpy(), restored.pre_classifier.bias.numpy()
+    initial_kernel, initial_bias = restored.pooler.kernel.numpy(), restored.pooler.bias.numpy()
     with caplog.at_level(logging.WARNING, logger="absl"):
         convert_hf.load_weights(restored, str(tmp_path))
     assert any("pre_classifier" in r.getMessage() and "random" in r.getMessage() for r in caplog.records)
-    np.testing.assert_array_equal(restored.pre_classifier.kernel.numpy(), initial_kernel)
-    np.testing.assert_array_equal(restored.pre_classifier.bias.numpy(), initial_bias)
-    pre_classifier = {id(v) for v in restored.pre_classifier.weights}
+    np.testing.assert_array_equal(restored.pooler.kernel.numpy(), initial_kernel)
+    np.testing.assert_array_equal(restored.pooler.bias.numpy(), initial_bias)
+    pre_classifier = {id(v) for v in restored.pooler.weights}
     for original, loaded in zip(encoder.weights, restored.weights):
         if id(loaded) not in pre_classifier:
             np.testing.assert_array_equal(loaded.numpy(), original.numpy(), err_msg=original.name)

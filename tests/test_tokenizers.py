@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from trainer.models.bert.tokenizer import WordPieceTokenizer
+from trainer.models.tokenizer import Truncation
 
 
 def vocab_ids(vocab_path: str) -> dict[str, int]:
@@ -52,7 +53,7 @@ WORDS = ["good", "bad", "awful", "dull", "weak", "mess", "fun", "great", "love"]
 
 def kept_words(vocab_path: str, truncation: str, text: str, seq_length: int = 8, head_fraction: float = 0.5):
     words = {i: token for token, i in vocab_ids(vocab_path).items()}
-    tokenizer = WordPieceTokenizer(vocab_path, seq_length, truncation=truncation, head_fraction=head_fraction)
+    tokenizer = WordPieceTokenizer(vocab_path, seq_length, truncation=Truncation(truncation, head_fraction))
     out = tokenizer(tf.constant([text]))
     return [words[i] for i, keep in zip(out["input_word_ids"][0].numpy(), out["input_mask"][0].numpy()) if keep]
 

@@ -55,10 +55,7 @@ class DataConfig:
     validation_fraction: float = option(0.2, "Share of the training data held out (seeded) for validation.", RATE)
     seq_length: int = option(128, "Tokens per example, [CLS] and [SEP] included.", POSITIVE)
     truncation: str = option(
-        "head",
-        "Which tokens of a longer text are kept: the first ones, the last ones, or both ends "
-        "(head_fraction of the budget from the start, the rest from the end).",
-        choices=TRUNCATIONS,
+        "head", "Tokens kept of a longer text: the first, the last, or both ends (head_fraction).", choices=TRUNCATIONS
     )
     head_fraction: float = option(
         0.25, "head_tail truncation: share of the budget taken from the start.", UNIT_INTERVAL

@@ -16,7 +16,6 @@ was built with `pooled_output_only`, `sequence_output`).
 """
 
 import abc
-from collections.abc import Callable
 import dataclasses
 import os
 from typing import Any, ClassVar
@@ -26,7 +25,7 @@ import tensorflow as tf
 import tf_keras
 
 from trainer.models import hf_format
-from trainer.models.tokenizer import Tokenizer
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation
 from trainer.schema import ConfigError
 
 
@@ -48,7 +47,7 @@ class EncoderFamily(abc.ABC):
         del model_config  # Nothing to check unless a family says so.
 
     @abc.abstractmethod
-    def build_tokenizer(self, truncation: str = "head", head_fraction: float = 0.25) -> Tokenizer:
+    def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         """Strings -> encoder inputs of `seq_length` tokens, in TF ops (used in tf.data and in exports)."""
 
     @abc.abstractmethod
@@ -67,26 +66,35 @@ class EncoderFamily(abc.ABC):
 class NativeFamily(EncoderFamily):
     """A family implemented in this project, with Hugging Face-format weight import.
 
-    Subclasses name their encoder class, tokenizer class, vocabulary file and
-    the converter's `load_config` / `load_weights`; the rest is shared.
+    `define` makes one from its parts; the rest is shared.
     """
 
     encoder_class: ClassVar[type]
     tokenizer_class: ClassVar[type]
-    vocab_file: ClassVar[str]
-    # The converter's functions, as staticmethods: HF directory -> architecture;
-    # (built encoder, HF directory) -> None.
-    load_config: ClassVar[Callable[[str], Any]]
-    load_weights: ClassVar[Callable[[Any, str], None]]
+    converter: ClassVar[hf_format.Converter]
+
+    @classmethod
+    def define(
+        cls, name: str, architecture: type, encoder_class: type, tokenizer_class: type, converter: hf_format.Converter
+    ) -> type["NativeFamily"]:
+        """The family class of a native encoder, from its name and parts."""
+        parts = {
+            "name": name,
+            "architecture": architecture,
+            "encoder_class": encoder_class,
+            "tokenizer_class": tokenizer_class,
+            "converter": converter,
+        }
+        return type(f"{architecture.__name__.removesuffix('Config')}Family", (cls,), parts)
 
     def __init__(self, model_config: Any, seq_length: int):
         super().__init__(model_config, seq_length)
         self.pretrained_dir = hf_format.resolve_dir(model_config.pretrained_dir) if model_config.pretrained_dir else ""
-        self.vocab_path = model_config.vocab_path or os.path.join(self.pretrained_dir, self.vocab_file)
+        self.vocab_path = model_config.vocab_path or os.path.join(self.pretrained_dir, self.converter.vocab_file)
         if not tf.io.gfile.exists(self.vocab_path):
             raise ConfigError(f"Vocabulary {self.vocab_path} not found (--config.model.vocab_path / pretrained_dir).")
         if self.pretrained_dir:
-            self.config = self.load_config(self.pretrained_dir)
+            self.config = self.converter.load_config(self.pretrained_dir)
             source = os.path.join(self.pretrained_dir, hf_format.CONFIG_FILE)
         else:
             vocab_size = self.build_tokenizer().vocab_size
@@ -114,10 +122,8 @@ class NativeFamily(EncoderFamily):
                 f"embeddings ({source}.max_position_embeddings)."
             )
 
-    def build_tokenizer(self, truncation: str = "head", head_fraction: float = 0.25) -> Tokenizer:
-        return self.tokenizer_class(
-            self.vocab_path, self.seq_length, self.model_config.lower_case, truncation, head_fraction
-        )
+    def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
+        return self.tokenizer_class(self.vocab_path, self.seq_length, self.model_config.lower_case, truncation)
 
     def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
         # A classifier reads the pooled output only: the last block computes [CLS] alone.
@@ -125,6 +131,6 @@ class NativeFamily(EncoderFamily):
 
     def load_pretrained(self, encoder: tf_keras.layers.Layer) -> None:
         if self.pretrained_dir:
-            self.load_weights(encoder, self.pretrained_dir)
+            self.converter.load_weights(encoder, self.pretrained_dir)
         else:
             logging.info("No --config.model.pretrained_dir: the %s encoder starts from random weights.", self.name)

@@ -8,6 +8,8 @@ Each family's own tokenizer (WordPiece, SentencePiece, a hub preprocessor)
 lives beside its model and subclasses `Tokenizer`.
 """
 
+import dataclasses
+
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -23,11 +25,23 @@ class VocabularyError(UserError):
     """A vocabulary file cannot serve the model: unreadable, or missing the special tokens."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Truncation:
+    """Which tokens of a text longer than its budget are kept: the first ones (`head`), the last
+    ones (`tail`), or `head_fraction` of the budget from the start and the rest from the end (`head_tail`)."""
+
+    kind: str = "head"
+    head_fraction: float = 0.25
+
+
+HEAD = Truncation()
+
+
 def clean_text(texts: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(texts, _MARKUP, " ")
 
 
-def truncate(token_ids: tf.RaggedTensor, max_tokens: int, truncation: str, head_fraction: float) -> tf.RaggedTensor:
+def truncate(token_ids: tf.RaggedTensor, max_tokens: int, truncation: Truncation) -> tf.RaggedTensor:
     """Keeps at most `max_tokens` tokens of each row of [batch, (tokens)].
 
     `head` keeps the first tokens, `tail` the last ones, `head_tail` the first
@@ -35,7 +49,7 @@ def truncate(token_ids: tf.RaggedTensor, max_tokens: int, truncation: str, head_
     serves all three: kept position j of a long row maps to j before the head
     budget and to j + (length - max_tokens) after it.
     """
-    head = {"head": max_tokens, "tail": 0}.get(truncation, round(max_tokens * head_fraction))
+    head = {"head": max_tokens, "tail": 0}.get(truncation.kind, round(max_tokens * truncation.head_fraction))
     lengths = token_ids.row_lengths()
     positions = tf.ragged.range(tf.minimum(lengths, max_tokens))
     overflow = tf.gather(tf.maximum(lengths - max_tokens, 0), positions.value_rowids())
@@ -51,11 +65,10 @@ class Tokenizer(tf.Module):
     and, unless they pack differently, set the special token ids.
     """
 
-    def __init__(self, name: str, seq_length: int, truncation: str = "head", head_fraction: float = 0.25):
+    def __init__(self, name: str, seq_length: int, truncation: Truncation = HEAD):
         super().__init__(name=name)
         self.seq_length = seq_length
         self.truncation = truncation
-        self.head_fraction = head_fraction
         self._cls_id = self._sep_id = self._pad_id = 0
 
     def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
@@ -69,7 +82,7 @@ class Tokenizer(tf.Module):
 
     def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         token_ids = self._tokenize(clean_text(texts))
-        token_ids = truncate(token_ids, self.seq_length - NUM_SPECIAL_TOKENS, self.truncation, self.head_fraction)
+        token_ids = truncate(token_ids, self.seq_length - NUM_SPECIAL_TOKENS, self.truncation)
         inputs = {key: tf.cast(value, tf.int32) for key, value in self._pack(token_ids).items()}
         # A static sequence length lets tf.distribute build well-formed empty batches
         # for idle replicas, and XLA compile once per length.

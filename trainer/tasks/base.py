@@ -19,7 +19,7 @@ import tf_keras
 
 from trainer.models.classifier import Classifier
 from trainer.models.family import EncoderFamily
-from trainer.models.tokenizer import Tokenizer
+from trainer.models.tokenizer import Tokenizer, Truncation
 
 INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 Metrics = dict[str, tf_keras.metrics.Metric]
@@ -37,8 +37,7 @@ class Task(abc.ABC):
         self.encoder = encoder
         self.model_config = model_config
         self.seq_length = data_config.seq_length
-        self.truncation = data_config.truncation
-        self.head_fraction = data_config.head_fraction
+        self.truncation = Truncation(data_config.truncation, data_config.head_fraction)
 
     # ----- inputs -----
 
@@ -52,7 +51,7 @@ class Task(abc.ABC):
         return np.asarray(labels, dtype=self.label_dtype.as_numpy_dtype)
 
     def build_tokenizer(self) -> Tokenizer:
-        return self.encoder.build_tokenizer(self.truncation, self.head_fraction)
+        return self.encoder.build_tokenizer(self.truncation)
 
     def dummy_inputs(self) -> dict[str, tf.Tensor]:
         return {key: tf.ones([1, self.seq_length], tf.int32) for key in INPUT_KEYS}

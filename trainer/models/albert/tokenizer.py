@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from trainer.models.tokenizer import Tokenizer, VocabularyError
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -11,15 +11,8 @@ class SentencePieceTokenizer(Tokenizer):
 
     _SPECIAL_PIECES = ("[CLS]", "[SEP]", "<pad>", "<unk>")
 
-    def __init__(
-        self,
-        spiece_model_path: str,
-        seq_length: int,
-        lower_case: bool = True,
-        truncation: str = "head",
-        head_fraction: float = 0.25,
-    ):
-        super().__init__("sentencepiece_tokenizer", seq_length, truncation, head_fraction)
+    def __init__(self, spiece_model_path: str, seq_length: int, lower_case: bool = True, truncation: Truncation = HEAD):
+        super().__init__("sentencepiece_tokenizer", seq_length, truncation)
         with tf.io.gfile.GFile(spiece_model_path, "rb") as f:
             model = f.read()
         try:

@@ -3,6 +3,7 @@
 import tensorflow as tf
 import tf_keras
 
+from trainer.models.architecture import TransformerConfig
 from trainer.models.dropout import Dropout
 
 
@@ -12,27 +13,19 @@ def truncated_normal(stddev: float) -> tf_keras.initializers.Initializer:
 
 
 class BertEmbeddings(tf_keras.layers.Layer):
-    def __init__(
-        self,
-        vocab_size: int,
-        hidden_size: int,
-        max_position_embeddings: int,
-        type_vocab_size: int,
-        dropout_rate: float,
-        layer_norm_epsilon: float,
-        initializer_range: float,
-        **kwargs,
-    ):
+    def __init__(self, config: TransformerConfig, width: int | None = None, type_vocab_size: int = 0, **kwargs):
+        """Tables of `width` (default the config's hidden size) columns; without token types
+        (`type_vocab_size=0`, DistilBERT) there is no type table."""
         super().__init__(name=kwargs.pop("name", "embeddings"), **kwargs)
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.max_position_embeddings = max_position_embeddings
+        self.vocab_size = config.vocab_size
+        self.hidden_size = width or config.hidden_size
+        self.max_position_embeddings = config.max_position_embeddings
         self.type_vocab_size = type_vocab_size
-        self._initializer_range = initializer_range
+        self._initializer_range = config.initializer_range
         self.layer_norm = tf_keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype="float32", name="layer_norm"
+            epsilon=config.layer_norm_epsilon, dtype="float32", name="layer_norm"
         )
-        self.dropout = Dropout(dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def build(self, input_shape):
         def table(name: str, rows: int) -> tf.Variable:
@@ -47,7 +40,6 @@ class BertEmbeddings(tf_keras.layers.Layer):
 
         self.word_embeddings = table("word_embeddings", self.vocab_size)
         self.position_embeddings = table("position_embeddings", self.max_position_embeddings)
-        # Without token types (DistilBERT), there is no table to add.
         self.type_embeddings = table("type_embeddings", self.type_vocab_size) if self.type_vocab_size else None
         super().build(input_shape)
 

@@ -3,21 +3,14 @@
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from trainer.models.tokenizer import Tokenizer, VocabularyError
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError
 
 
 class WordPieceTokenizer(Tokenizer):
     """BERT WordPiece tokenization with tensorflow-text's FastBertTokenizer."""
 
-    def __init__(
-        self,
-        vocab_path: str,
-        seq_length: int,
-        lower_case: bool = True,
-        truncation: str = "head",
-        head_fraction: float = 0.25,
-    ):
-        super().__init__("wordpiece_tokenizer", seq_length, truncation, head_fraction)
+    def __init__(self, vocab_path: str, seq_length: int, lower_case: bool = True, truncation: Truncation = HEAD):
+        super().__init__("wordpiece_tokenizer", seq_length, truncation)
         with tf.io.gfile.GFile(vocab_path) as f:
             vocab = [line.rstrip("\n") for line in f]
         missing = [t for t in ("[CLS]", "[SEP]", "[UNK]", "[PAD]") if t not in vocab]

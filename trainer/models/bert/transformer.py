@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 from trainer.models import fusions
+from trainer.models.architecture import TransformerConfig
 from trainer.models.bert.embeddings import truncated_normal
 
 
@@ -86,35 +87,32 @@ class TransformerBlock(tf_keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_size: int,
-        num_heads: int,
-        intermediate_size: int,
-        dropout_rate: float,
-        attention_dropout_rate: float,
-        layer_norm_epsilon: float,
-        initializer_range: float,
+        config: TransformerConfig,
         approximate_gelu: bool = False,
         attention_output_dropout_rate: float | None = None,
         **kwargs,
     ):
         """`attention_output_dropout_rate`: dropout on the attention's output before its residual
-        (default `dropout_rate`, as in BERT; DistilBERT has none there)."""
+        (default the config's dropout_rate, as in BERT; DistilBERT has none there)."""
         super().__init__(**kwargs)
-        self.attention = SelfAttention(hidden_size, num_heads, attention_dropout_rate, initializer_range)
+        init = config.initializer_range
+        self.attention = SelfAttention(config.hidden_size, config.num_heads, config.attention_dropout_rate, init)
         if attention_output_dropout_rate is None:
-            attention_output_dropout_rate = dropout_rate
+            attention_output_dropout_rate = config.dropout_rate
         self.attention_layer_norm = ResidualLayerNorm(
-            attention_output_dropout_rate, layer_norm_epsilon, name="attention_layer_norm"
+            attention_output_dropout_rate, config.layer_norm_epsilon, name="attention_layer_norm"
         )
         # BERT's GELU is the exact (erf) form; ALBERT's "gelu_new" is the tanh approximation.
         self.approximate_gelu = approximate_gelu
         self.intermediate = tf_keras.layers.Dense(
-            intermediate_size, kernel_initializer=truncated_normal(initializer_range), name="intermediate"
+            config.intermediate_size, kernel_initializer=truncated_normal(init), name="intermediate"
         )
         self.output_dense = tf_keras.layers.Dense(
-            hidden_size, kernel_initializer=truncated_normal(initializer_range), name="output"
+            config.hidden_size, kernel_initializer=truncated_normal(init), name="output"
         )
-        self.output_layer_norm = ResidualLayerNorm(dropout_rate, layer_norm_epsilon, name="output_layer_norm")
+        self.output_layer_norm = ResidualLayerNorm(
+            config.dropout_rate, config.layer_norm_epsilon, name="output_layer_norm"
+        )
 
     def call(
         self, hidden: tf.Tensor, mask: tf.Tensor, query_length: int | None = None, training: bool = False
@@ -134,6 +132,17 @@ class TransformerBlock(tf_keras.layers.Layer):
         transformed = self.output_dense(gelu(self.intermediate(tokens), self.approximate_gelu))
         tokens = self.output_layer_norm(tokens, transformed, training=training)
         return tf.reshape(tokens, [tf.shape(hidden)[0], -1, width])
+
+
+def cls_dense(config: TransformerConfig, activation: str, name: str) -> tf_keras.layers.Dense:
+    """A dense layer of the hidden width that reads [CLS]: BERT's and ALBERT's tanh pooler,
+    DistilBERT's ReLU pre-classifier."""
+    return tf_keras.layers.Dense(
+        config.hidden_size,
+        activation=activation,
+        kernel_initializer=truncated_normal(config.initializer_range),
+        name=name,
+    )
 
 
 def run_blocks(

@@ -12,7 +12,7 @@ import tf_keras
 from trainer.models.family import EncoderFamily
 from trainer.models.hub import loading
 from trainer.models.hub.tokenizer import HubPreprocessor
-from trainer.models.tokenizer import Tokenizer
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation
 from trainer.schema import ConfigError
 
 
@@ -27,8 +27,8 @@ class HubFamily(EncoderFamily):
                 "--config.model.hub_preprocessor (TF Hub URLs or local SavedModel directories)."
             )
 
-    def build_tokenizer(self, truncation: str = "head", head_fraction: float = 0.25) -> Tokenizer:
-        return HubPreprocessor(self.model_config.hub_preprocessor, self.seq_length, truncation, head_fraction)
+    def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
+        return HubPreprocessor(self.model_config.hub_preprocessor, self.seq_length, truncation)
 
     def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
         return loading.keras_layer(self.model_config.hub_encoder, "--config.model.hub_encoder", trainable)

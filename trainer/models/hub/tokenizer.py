@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from trainer.models.hub import loading
-from trainer.models.tokenizer import Tokenizer
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation
 
 
 class HubPreprocessor(Tokenizer):
@@ -14,8 +14,8 @@ class HubPreprocessor(Tokenizer):
     [batch, tokens]; `bert_pack_inputs` takes segments of the same rank.
     """
 
-    def __init__(self, handle: str, seq_length: int, truncation: str = "head", head_fraction: float = 0.25):
-        super().__init__("hub_preprocessor", seq_length, truncation, head_fraction)
+    def __init__(self, handle: str, seq_length: int, truncation: Truncation = HEAD):
+        super().__init__("hub_preprocessor", seq_length, truncation)
         self._preprocessor = loading.load(handle, "--config.model.hub_preprocessor")
         self._pieces_per_word = self._preprocessor.tokenize(tf.constant(["a"])).shape.rank == 3
 
