@@ -278,7 +278,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv, known_only=True)
     except flags.Error as e:
-        sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.\n")
+        sys.stderr.write(f"FATAL Flags parsing error: {e} (--help lists the flags)\n")
         sys.exit(2)
 
 

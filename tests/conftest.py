@@ -5,10 +5,12 @@ IMDb archive or the network.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import random
+import re
 import subprocess
 import sys
 import tarfile
@@ -104,11 +106,13 @@ def trainer_command(model_dir, vocab_path, data_path, *flags: str) -> list[str]:
     ]
 
 
-def run_trainer(model_dir, vocab_path, data_path, *flags: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_trainer(
+    model_dir, vocab_path, data_path, *flags: str, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Runs trainer.main to completion; returns the process with its log in .stderr."""
     return subprocess.run(
         trainer_command(model_dir, vocab_path, data_path, *flags),
-        env=subprocess_env(),
+        env=env or subprocess_env(),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -119,6 +123,32 @@ def run_trainer(model_dir, vocab_path, data_path, *flags: str, timeout: float = 
 def check_ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert process.returncode == 0, f"exit {process.returncode}\n{process.stderr[-4000:]}"
     return process
+
+
+# An error line of ours: absl's "FATAL Flags parsing error: ..." or a Python absl ERROR record
+# (TensorFlow's C++ logs, such as "E0000 00:00:... failed call to cuInit", are not ours).
+_ERROR_LINE = re.compile(r"^(FATAL |E\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] )")
+
+
+def check_refused(process: subprocess.CompletedProcess, message: str) -> str:
+    """A refusal as documented: exit status 2, one error line matching `message`, no traceback."""
+    log = process.stderr
+    assert process.returncode == 2, f"exit {process.returncode}\n{log[-3000:]}"
+    errors = [line for line in log.splitlines() if _ERROR_LINE.match(line)]
+    assert len(errors) == 1, errors
+    assert re.search(message, errors[0]), errors[0]
+    assert "Traceback" not in log, log[-3000:]
+    return errors[0]
+
+
+def snapshot(directory) -> dict[str, str]:
+    """Every file under `directory` and a digest of its bytes."""
+    root = pathlib.Path(directory)
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 _SERVE_SCRIPT = """

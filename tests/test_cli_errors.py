@@ -1,12 +1,11 @@
 """Bad input stops trainer.main early with a message naming the flag, file or value."""
 
-import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, run_trainer, subprocess_env
+from conftest import REPO, check_refused, run_trainer, subprocess_env
 
 CASES = {
     "unknown config key": (["--config.train.batch_sise=3"], r"batch_sise"),
@@ -43,10 +42,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_flags_fail_with_a_named_cause(case, tmp_path, vocab_path, imdb_dir):
     flags, message = CASES[case]
-    process = run_trainer(tmp_path / "run", vocab_path, imdb_dir, *flags)
-    assert process.returncode != 0
-    assert re.search(message, process.stderr), process.stderr[-3000:]
-    assert "Traceback" not in process.stderr
+    check_refused(run_trainer(tmp_path / "run", vocab_path, imdb_dir, *flags), message)
 
 
 def test_unknown_key_in_the_default_config_is_named_without_a_traceback(tmp_path):
@@ -59,9 +55,7 @@ def test_unknown_key_in_the_default_config_is_named_without_a_traceback(tmp_path
         text=True,
         timeout=120,
     )
-    assert process.returncode == 2
-    assert "unknown config key 'batch_sise'" in process.stderr and 'Did you mean "batch_size"' in process.stderr
-    assert "Traceback" not in process.stderr
+    check_refused(process, r"unknown config key 'batch_sise'.*Did you mean \"batch_size\"")
 
 
 @pytest.mark.parametrize(
@@ -75,5 +69,4 @@ def test_bad_data_path_fails_with_a_named_cause(data_flag, message, tmp_path, vo
     (tmp_path / "wrong_layout").mkdir()
     (tmp_path / "wrong_layout" / "review.txt").write_text("great")
     process = run_trainer(tmp_path / "run", vocab_path, tmp_path / data_flag)
-    assert process.returncode == 2
-    assert re.search(message, process.stderr), process.stderr[-3000:]
+    check_refused(process, message)

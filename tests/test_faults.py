@@ -152,9 +152,11 @@ def test_leftover_worker_checkpoint_directories_are_removed_at_start(tmp_path):
         (tmp_path / f".tmp-worker-{index}").mkdir()
         (tmp_path / f".tmp-worker-{index}" / "ckpt-10.index").write_bytes(b"")
     checkpoint, step = tf.train.Checkpoint(), tf.Variable(0, dtype=tf.int64)
-    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=True, worker_id=0, num_workers=2)
+    chief = Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=True, worker_id=0, num_workers=2)
+    assert len(os.listdir(tmp_path)) == 2  # Nothing is removed before training starts.
+    chief.remove_leftovers()
     assert sorted(os.listdir(tmp_path)) == [".tmp-worker-1"]  # Worker 1 of 2 clears its own.
-    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=False, worker_id=1, num_workers=2)
+    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=False, worker_id=1, num_workers=2).remove_leftovers()
     assert os.listdir(tmp_path) == []
 
 

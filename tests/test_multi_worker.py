@@ -209,6 +209,51 @@ def test_a_killed_worker_stops_the_job_and_a_restart_resumes_from_the_checkpoint
     assert json.loads((model_dir / "metrics.json").read_text())["step"] == 400
 
 
+@pytest.mark.parametrize("stopped", ["worker", "chief"])
+def test_a_hung_worker_is_caught_within_seconds_and_a_restart_resumes(tmp_path, vocab_path, imdb_dir, stopped):
+    """A peer that stops answering without dying (SIGSTOP) after the cluster formed: TensorFlow's
+    coordination service misses its heartbeats, and the survivor exits 143 naming it."""
+    model_dir = tmp_path / "run"
+    flags = (
+        "--config.train.steps=600",
+        "--config.train.checkpoint_every_steps=20",
+        "--config.train.log_every_steps=20",
+    )
+    launcher = start_cluster(2, model_dir, vocab_path, imdb_dir, *flags)
+    pids, addresses = {}, {}
+    for line in launcher.stdout:
+        match = re.search(r"worker (\d) pid (\d+) (\S+)", line)
+        if match:
+            pids[int(match.group(1))], addresses[int(match.group(1))] = int(match.group(2)), match.group(3)
+        if len(pids) == 2:
+            break
+    wait_for(lambda: latest_step(model_dir) >= 20, launcher, "a checkpoint after step 0")
+    hung, survivor = (1, 0) if stopped == "worker" else (0, 1)
+    os.kill(pids[hung], signal.SIGSTOP)
+    stopped_at = time.time()
+    wait_for(lambda: "Lost contact" in worker_log(model_dir, survivor), launcher, "the survivor to notice", 120)
+    detected_after = time.time() - stopped_at
+    print("DETECTED", detected_after, flush=True)
+    os.kill(pids[hung], signal.SIGKILL)  # Rather than wait out the launcher's grace period for a stopped process.
+    output = launcher.communicate(timeout=TIMEOUT)[0]
+    assert re.search(rf"worker {survivor} .* exit 143 ", output), output
+    job = "worker 1" if stopped == "worker" else "worker 0"
+    assert f"Lost contact with peer {job} ({addresses[hung]})" in worker_log(model_dir, survivor)
+    assert "Traceback" not in worker_log(model_dir, survivor)
+    assert detected_after < 60, detected_after
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    hung_at = latest_step(model_dir)
+    assert 20 <= hung_at < 600 and not (model_dir / "metrics.json").exists()
+    if stopped == "worker":
+        return  # Resuming is the same for both; the chief case shows it.
+    resumed = run_cluster(2, model_dir, vocab_path, imdb_dir, *flags)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming at step {hung_at}." in worker_log(model_dir, 0)
+    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 600
+
+
 def test_sigterm_checkpoints_and_exits_143_then_fewer_workers_resume(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = (

@@ -154,14 +154,14 @@ def test_a_batch_of_2000_mixed_texts(serve, seed):
 @settings(SETTINGS, max_examples=5)
 @given(texts=st.lists(TEXTS, max_size=150))
 def test_predict_returns_one_probability_per_text(export_path, texts):
-    result = predict_lib.predict(export_path, texts)["probability"]
+    result = predict_lib.predict(predict_lib.load(export_path), texts)["probability"]
     assert len(result) == len(texts)
     assert all(np.isfinite(p) and 0 <= p <= 1 for p in result), result
 
 
 def test_predict_takes_empty_and_huge_strings(export_path):
     texts = ["", " ", "\n", "great " * (MB // 6), "😀" * (MB // 4), "a"]
-    result = predict_lib.predict(export_path, texts, batch_size=4)["probability"]
+    result = predict_lib.predict(predict_lib.load(export_path), texts, batch_size=4)["probability"]
     assert len(result) == len(texts) and all(0 <= p <= 1 for p in result)
 
 

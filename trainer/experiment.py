@@ -13,7 +13,9 @@ from typing import Any
 
 import ml_collections
 
+from trainer import strategy as strategy_lib
 from trainer.config import Experiment, check_combinations
+from trainer.data import sources
 from trainer.models import registry as encoder_registry
 from trainer.schema import build, to_dict
 from trainer.tasks import registry as task_registry
@@ -47,4 +49,27 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any]) -> Experiment:
     family.check_config(model)
     experiment = dataclasses.replace(experiment, model=model)
     check_combinations(experiment)
+    return experiment
+
+
+def validate(
+    config: ml_collections.ConfigDict | Mapping[str, Any],
+    strategy: str = "default",
+    worker_hosts: str | None = None,
+    task_index: int | None = None,
+    reads_data: bool = True,
+) -> Experiment:
+    """Every check that can refuse a run before any work, and before TensorFlow forms a cluster.
+
+    The config (`parse`), the cluster description that `strategy` will read
+    (TF_CONFIG, or --worker_hosts/--task_index), the data paths (when the run
+    `reads_data`) and the files the encoder family needs (vocabulary,
+    pretrained directory, hub models). Raises a UserError naming the flag,
+    key, file or variable at fault.
+    """
+    experiment = parse(config)
+    strategy_lib.configure_cluster(strategy, worker_hosts, task_index)
+    if reads_data:
+        sources.resolve_source(experiment.data)
+    encoder_registry.family_class(experiment.model.encoder).check_files(experiment.model)
     return experiment

@@ -12,8 +12,10 @@ Exit statuses: 0 done, 2 bad input, 3 diverged, 1 crash or failed write,
 
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 import tensorflow as tf
 import tf_keras
@@ -29,11 +31,11 @@ from trainer.serving import predict as predict_lib
 from trainer.tasks import registry as task_registry
 from trainer.tasks.base import Task
 from trainer.training import precision, steps
-from trainer.training.checkpointing import restore_model
+from trainer.training.checkpointing import CheckpointError, restore_model
 from trainer.training.evaluation import Evaluator
 from trainer.training.loop import Trainer
 
-_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "minilm_imdb.py")
 MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
 
 # Python errors that ml_collections raises for a --config.* override it rejects
@@ -41,19 +43,31 @@ MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
 _CONFIG_OVERRIDE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, OSError)
 
 
-def _exit_with_flag_error(error: Exception) -> None:
-    # ml_collections wraps a KeyError for an unknown key in an AttributeError.
-    while error.args and isinstance(error.args[0], Exception):
-        error = error.args[0]
-    message = f"unknown config key {error.args[0]}" if isinstance(error, KeyError) and error.args else str(error)
-    sys.stderr.write(f"FATAL Flags parsing error: {message}\nPass --help to see the flags.\n")
+def _exit_with_flag_error(error: Exception | str) -> None:
+    if isinstance(error, Exception):
+        # ml_collections wraps a KeyError for an unknown key in an AttributeError.
+        while error.args and isinstance(error.args[0], Exception):
+            error = error.args[0]
+        unknown_key = isinstance(error, KeyError) and error.args
+        error = f"unknown config key {error.args[0]}" if unknown_key else " ".join(str(error).split())
+    sys.stderr.write(f"FATAL Flags parsing error: {error} (--help lists the flags)\n")
     sys.exit(errors.EXIT_USER_ERROR)
+
+
+def _config_file_error(path: str, error: BaseException) -> str:
+    """One line for a config file that does not load: where it failed (file and line) and why."""
+    line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if os.path.abspath(frame.filename) == os.path.abspath(path):
+            line = frame.lineno
+    where = f"{path}:{line}" if line else path
+    return f"--config={where}: the config file does not load ({type(error).__name__}: {error})."
 
 
 try:
     config_flags.DEFINE_config_file(
         "config",
-        os.path.join(_CONFIGS_DIR, "minilm_imdb.py"),
+        _DEFAULT_CONFIG,
         "Experiment config file (configs/*.py). Override any value with --config.<key>=<value>, "
         "e.g. --config.train.batch_size=64. Every key, its default and meaning: trainer/config.py.",
         lock_config=True,
@@ -109,11 +123,19 @@ def _predict(task: Task, run_dir: RunDirectory) -> None:
         texts += predict_lib.read_texts(FLAGS.input_file)
     if not texts:
         raise errors.UserError("--mode=predict needs --text=... or --input_file=...")
-    export_path = export_lib.latest_export(run_dir.export)
-    if export_path is None:
-        logging.info("No export in %s yet: exporting the latest checkpoint.", run_dir.export)
-        export_path = _export_checkpoint(task, run_dir)
-    predictions = task.format_predictions(predict_lib.predict(export_path, texts))
+    loaded = predict_lib.load_newest(run_dir.export)
+    if loaded is None:
+        logging.info("No usable export in %s: exporting the latest checkpoint.", run_dir.export)
+        try:
+            export_path = _export_checkpoint(task, run_dir)
+        except CheckpointError:
+            found = ", ".join(os.path.relpath(p, run_dir.path) for p in export_lib.complete_exports(run_dir.export))
+            raise errors.UserError(
+                f"--model_dir={run_dir.path} has nothing to predict with: "
+                f"{f'the exports {found} do not load' if found else 'no export'} and no checkpoint."
+            ) from None
+        loaded = export_path, predict_lib.load(export_path)
+    predictions = task.format_predictions(predict_lib.predict(loaded[1], texts))
     for text, prediction in zip(texts, predictions):
         sys.stdout.write(f"{prediction}\t{text}\n")
 
@@ -124,9 +146,7 @@ def run(config: Experiment, config_values: dict) -> None:
         raise errors.UserError("--text and --input_file are only for --mode=predict.")
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = strategy_lib.from_flags(
-        FLAGS.strategy, config.distribute, FLAGS.worker_hosts, FLAGS.task_index, FLAGS.num_cpu_devices
-    )
+    strategy = strategy_lib.from_flags(FLAGS.strategy, config.distribute, FLAGS.num_cpu_devices)
     check_batch_sizes(config, strategy.num_replicas_in_sync, f"--strategy={FLAGS.strategy}")
     tf_keras.utils.set_random_seed(config.seed)
     precision.set_policy(config.train.precision)
@@ -176,9 +196,9 @@ def run(config: Experiment, config_values: dict) -> None:
     trainer = Trainer(
         config.train, config.distribute, task, model, strategy, input_plan, run_dir, steps_per_epoch, evaluator
     )
-    run_dir.claim(trainer.disk_needed_bytes())
-    # Before config.json is written: a checkpoint that does not fit this config refuses the run.
+    # A checkpoint that does not fit this config refuses the run before anything in model_dir is written.
     trainer.restore()
+    run_dir.claim(trainer.disk_needed_bytes())
     run_dir.write_config(config_values)
     evaluate = FLAGS.mode == "train_and_evaluate"
     trainer.train(data.train, validation if evaluate else None)
@@ -197,20 +217,52 @@ def run(config: Experiment, config_values: dict) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with a one-line message (no traceback) for every bad flag."""
+    """absl's flag parsing, with a one-line message and exit status 2 (no traceback) for every bad flag,
+    config file or stray argument."""
+    # The --config file named last on the command line (absl's rule), else the default.
+    config_path = _DEFAULT_CONFIG
+    for index, token in enumerate(argv[1:], start=1):
+        if token.startswith("--config="):
+            config_path = token.partition("=")[2]
+        elif token == "--config" and index + 1 < len(argv):
+            config_path = argv[index + 1]
+    if not os.path.isfile(config_path):
+        _exit_with_flag_error(f"--config={config_path}: no such file (a configs/*.py file with get_config()).")
     try:
-        return FLAGS(argv)
-    except (flags.Error, *_CONFIG_OVERRIDE_ERRORS) as e:
+        remaining = FLAGS(argv)
+        # ml_collections loads a config file without overrides on first use: load it now.
+        loaded = FLAGS.config
+        if not isinstance(loaded, ml_collections.ConfigDict):
+            _exit_with_flag_error(
+                f"--config={config_path}: get_config() returned a {type(loaded).__name__}, not a ConfigDict; "
+                "start from trainer.experiment.default_config()."
+            )
+    except flags.Error as e:
         _exit_with_flag_error(e)
+    except Exception as e:  # Whatever the config file raised while it loaded (syntax, get_config).
+        cause = e.__cause__ or e
+        if "has no attribute 'get_config'" in str(cause):
+            _exit_with_flag_error(f"--config={config_path}: the file defines no get_config().")
+        if isinstance(e, _CONFIG_OVERRIDE_ERRORS) and not isinstance(cause, (SyntaxError, ImportError)):
+            _exit_with_flag_error(e)
+        _exit_with_flag_error(_config_file_error(config_path, cause))
+    if len(remaining) > 1:
+        _exit_with_flag_error(
+            f"unexpected argument(s) {' '.join(repr(a) for a in remaining[1:])}: every value belongs to a flag "
+            "(--name=value). A value with spaces must be quoted, e.g. --text='a great film'."
+        )
+    return remaining
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    del argv  # parse_flags refuses anything but flags.
     # TensorFlow's own INFO lines (one per all-reduce set-up) would drown the progress log.
     tf.get_logger().setLevel("WARNING")
     try:
-        run(experiment.parse(FLAGS.config), FLAGS.config.to_dict())
+        config = experiment.validate(
+            FLAGS.config, FLAGS.strategy, FLAGS.worker_hosts, FLAGS.task_index, FLAGS.mode not in ("export", "predict")
+        )
+        run(config, FLAGS.config.to_dict())
     except Exception as e:  # The one place errors become exit statuses.
         error = e if isinstance(e, errors.TrainerError) else strategy_lib.as_peer_loss(e, FLAGS.strategy)
         if error is None:

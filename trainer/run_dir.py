@@ -81,8 +81,9 @@ class RunDirectory:
         """Takes the lock and checks for room, before training writes anything (chief only)."""
         if not self.is_chief:
             return
-        self._lock()
+        # Room first: a refusal leaves the directory as it was (the lock writes this run's pid).
         self._check_writable(needed_bytes)
+        self._lock()
 
     def _lock(self) -> None:
         if _is_remote(self.path):

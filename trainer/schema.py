@@ -16,8 +16,9 @@ from typing import Any
 
 from trainer.errors import UserError
 
-# What TensorFlow represents: every integer becomes an int64 tensor somewhere.
+# What TensorFlow represents: integers become int64 tensors, floats float32 ones.
 INT64_MAX = 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ConfigError(UserError):
@@ -88,7 +89,7 @@ def build(schema: type, values: Mapping[str, Any], prefix: str = "", **fixed: An
         value = values[field.name]
         if _is_section(field):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"--config.{key}={value!r}: expected a section of keys, not a single value.")
+                raise ConfigError(f"--config.{key}={_shown(value)}: expected a section of keys, not a single value.")
             kwargs[field.name] = build(field.default_factory, value, f"{key}.")
         else:
             kwargs[field.name] = check_value(key, value, hints[field.name], field.metadata)
@@ -100,7 +101,7 @@ def check_value(key: str, value: Any, kind: type, metadata: Mapping[str, Any]) -
     value = _typed(key, value, kind)
     choices = metadata.get("choices")
     if choices is not None and value not in choices:
-        raise ConfigError(f"--config.{key}={value!r}: expected one of {', '.join(choices)}.")
+        raise ConfigError(f"--config.{key}={_shown(value)}: expected one of {', '.join(choices)}.")
     rule = metadata.get("rule")
     if rule is not None and not rule.test(value):
         raise ConfigError(f"--config.{key}={value}: {rule.complaint}.")
@@ -110,20 +111,37 @@ def check_value(key: str, value: Any, kind: type, metadata: Mapping[str, Any]) -
 def _typed(key: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"--config.{key}={value!r}: expected true or false.")
+            raise ConfigError(f"--config.{key}={_shown(value)}: expected true or false.")
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"--config.{key}={value!r}: expected a whole number.")
+            raise ConfigError(f"--config.{key}={_shown(value)}: expected a whole number.")
         if not -INT64_MAX - 1 <= value <= INT64_MAX:
-            raise ConfigError(f"--config.{key}={value}: beyond what a 64-bit integer holds.")
+            raise ConfigError(f"--config.{key}={_shown(value)}: beyond what a 64-bit integer holds.")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"--config.{key}={value!r}: expected a number.")
+            raise ConfigError(f"--config.{key}={_shown(value)}: expected a number.")
+        # Infinities and NaN pass here; each field's rule says whether it takes them.
+        if abs(value) > FLOAT32_MAX and (isinstance(value, int) or math.isfinite(value)):
+            raise ConfigError(f"--config.{key}={_shown(value)}: beyond what a 32-bit float holds.")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
-            raise ConfigError(f"--config.{key}={value!r}: expected a string.")
+            raise ConfigError(f"--config.{key}={_shown(value)}: expected a string.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Bytes that are not UTF-8 reach Python from argv as lone surrogates.
+            raise ConfigError(f"--config.{key}={_shown(value)}: not valid UTF-8.") from None
         return value
     return value
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message: its repr, shortened (an integer of thousands of digits has none)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= 80 else f"{text[:77]}..."

@@ -3,6 +3,7 @@
 from collections.abc import Callable
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,9 +26,57 @@ class PeerLostError(RetryableError):
     """A collective failed because a peer worker went away; the job should be restarted."""
 
 
+# Jobs of a MultiWorkerMirroredStrategy cluster; an evaluator runs beside it, outside the cluster.
+_CLUSTER_JOBS = ("chief", "worker")
+_EVALUATOR = "evaluator"
+
+
+def check_tf_config(raw: str | None) -> dict:
+    """TF_CONFIG's contents, checked: valid JSON, a cluster of host:port addresses, a task within it.
+
+    Raises UserError naming the part at fault; no TF_CONFIG gives {} (a single worker).
+    """
+    if not raw:
+        return {}
+    try:
+        tf_config = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UserError(f"TF_CONFIG is not valid JSON ({e}).") from None
+    cluster = tf_config.get("cluster") if isinstance(tf_config, dict) else None
+    task = tf_config.get("task") if isinstance(tf_config, dict) else None
+    if not isinstance(cluster, dict) or not any(cluster.get(job) for job in _CLUSTER_JOBS):
+        raise UserError('TF_CONFIG has no "cluster" with a "worker" (or "chief") list of host:port addresses.')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not addresses:
+            raise UserError(f'TF_CONFIG cluster "{job}" must be a non-empty list of host:port addresses.')
+        for address in addresses:
+            _check_address(address, f'TF_CONFIG cluster "{job}"')
+    if not isinstance(task, dict) or "type" not in task:
+        raise UserError('TF_CONFIG has no "task" with a "type" and an "index".')
+    task_type, index = task["type"], task.get("index", 0)
+    if task_type == _EVALUATOR:
+        return tf_config
+    if task_type not in cluster:
+        raise UserError(f"TF_CONFIG task type {task_type!r} is not a job of its cluster ({', '.join(cluster)}).")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+        raise UserError(
+            f'TF_CONFIG task index {index!r} is not an index into its cluster\'s "{task_type}" list '
+            f"({len(cluster[task_type])} addresses)."
+        )
+    return tf_config
+
+
+def _check_address(address: object, where: str) -> None:
+    host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"{where}: {address!r} is not a host:port address (port 1-65535).")
+
+
 def set_tf_config(worker_hosts: str, task_index: int) -> None:
     """Builds TF_CONFIG for a cluster of workers from --worker_hosts and --task_index."""
     workers = [host.strip() for host in worker_hosts.split(",") if host.strip()]
+    for address in workers:
+        _check_address(address, "--worker_hosts")
     if not 0 <= task_index < len(workers):
         raise UserError(f"--task_index={task_index} is not an index into --worker_hosts ({len(workers)} hosts).")
     os.environ["TF_CONFIG"] = json.dumps(
@@ -67,10 +116,10 @@ def _multi_worker_mirrored(communication: str, connect_timeout: float) -> tf.dis
     ends this one after `connect_timeout` seconds, naming the peers it cannot
     connect to, rather than letting it hang.
     """
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    tf_config = check_tf_config(os.environ.get("TF_CONFIG"))
     cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
-    addresses = [address for job in ("chief", "worker") for address in cluster.get(job, [])]
-    own = cluster.get(task.get("type"), [None] * (task.get("index", 0) + 1))[task.get("index", 0)]
+    addresses = [address for job in _CLUSTER_JOBS for address in cluster.get(job, [])]
+    own = cluster[task["type"]][task.get("index", 0)] if task.get("type") in cluster else None
     watchdog = subprocess.Popen(
         [sys.executable, "-c", _JOIN_WATCHDOG, str(os.getpid()), str(connect_timeout), str(own)]
         + [a for a in addresses if a != own],
@@ -144,31 +193,48 @@ def create_strategy(name: str, communication: str = "auto", connect_timeout: flo
     raise ValueError(f"--strategy={name!r}: expected one of {', '.join(STRATEGIES)}.")
 
 
-def from_flags(
-    name: str,
-    distribute: DistributeConfig,
-    worker_hosts: str | None = None,
-    task_index: int | None = None,
-    num_cpu_devices: int = 1,
-) -> tf.distribute.Strategy:
-    """The strategy of --strategy, with --worker_hosts/--task_index (a cluster without TF_CONFIG) and
-    --num_cpu_devices (logical CPUs for MirroredStrategy without GPUs) applied first."""
+def configure_cluster(name: str, worker_hosts: str | None = None, task_index: int | None = None) -> None:
+    """Checks the cluster a --strategy will read: TF_CONFIG, or the one --worker_hosts and
+    --task_index build (a cluster without TF_CONFIG). Raises UserError; touches no device."""
     if worker_hosts is not None or task_index is not None:
         if name != "multi_worker_mirrored" or worker_hosts is None or task_index is None:
             raise UserError("--worker_hosts and --task_index go together, with --strategy=multi_worker_mirrored.")
         set_tf_config(worker_hosts, task_index)
+    if name == "multi_worker_mirrored":
+        check_tf_config(os.environ.get("TF_CONFIG"))
+
+
+def from_flags(name: str, distribute: DistributeConfig, num_cpu_devices: int = 1) -> tf.distribute.Strategy:
+    """The strategy of --strategy (after `configure_cluster`), with --num_cpu_devices (logical CPUs for
+    MirroredStrategy without GPUs) applied first."""
     split_cpu(num_cpu_devices)
     return create_strategy(name, distribute.communication, distribute.connect_timeout_seconds)
 
 
 def as_peer_loss(error: Exception, strategy_name: str) -> PeerLostError | None:
     """A collective's failure under multi_worker_mirrored as the loss of a peer (not this worker's fault:
-    a status launchers retry); None for anything else."""
-    if strategy_name != "multi_worker_mirrored" or not isinstance(
-        error, (tf.errors.UnavailableError, tf.errors.AbortedError)
-    ):
+    a status launchers retry), naming the peer where TensorFlow's message allows; None for anything else.
+
+    TensorFlow's coordination service tracks every worker by heartbeats: a peer that dies or stops
+    answering (SIGSTOP, a hung host) is reported within about 10 s as "unhealthy", and when the
+    service's own host (the chief) stops answering, its heartbeat RPC runs out of time.
+    """
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError)
+    if strategy_name != "multi_worker_mirrored" or not isinstance(error, lost):
         return None
-    return PeerLostError(f"Lost contact with a peer worker ({' '.join(str(error.message).split())[:400]}).")
+    message = " ".join(str(error.message).split())
+    cluster = check_tf_config(os.environ.get("TF_CONFIG")).get("cluster", {})
+    unhealthy = re.search(r"stopped sending heartbeats\):\s*/job:(\w+)/replica:\d+/task:(\d+)", message)
+    if unhealthy:
+        job, index = unhealthy.group(1), int(unhealthy.group(2))
+        why = "it stopped sending heartbeats (dead, hung or stopped)"
+    elif "CoordinationService/Heartbeat" in message:
+        job, index = ("chief" if "chief" in cluster else "worker"), 0
+        why = "the coordination service on it stopped answering heartbeats (dead, hung or stopped)"
+    else:
+        return PeerLostError(f"Lost contact with a peer worker ({message[:400]}).")
+    address = cluster.get(job, [])[index] if index < len(cluster.get(job, [])) else "address unknown"
+    return PeerLostError(f"Lost contact with peer {job} {index} ({address}): {why}.")
 
 
 def worker_id(strategy: tf.distribute.Strategy) -> int:

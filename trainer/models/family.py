@@ -46,6 +46,11 @@ class EncoderFamily(abc.ABC):
         """Checks the model config alone, before any file is read; raises ConfigError."""
         del model_config  # Nothing to check unless a family says so.
 
+    @classmethod
+    def check_files(cls, model_config: Any) -> None:
+        """Checks the files the model config names, without TensorFlow (before a cluster forms); raises UserError."""
+        del model_config  # Nothing to check unless a family says so.
+
     @abc.abstractmethod
     def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         """Strings -> encoder inputs of `seq_length` tokens, in TF ops (used in tf.data and in exports)."""
@@ -89,10 +94,9 @@ class NativeFamily(EncoderFamily):
 
     def __init__(self, model_config: Any, seq_length: int):
         super().__init__(model_config, seq_length)
+        self.check_files(model_config)
         self.pretrained_dir = hf_format.resolve_dir(model_config.pretrained_dir) if model_config.pretrained_dir else ""
         self.vocab_path = model_config.vocab_path or os.path.join(self.pretrained_dir, self.converter.vocab_file)
-        if not tf.io.gfile.exists(self.vocab_path):
-            raise ConfigError(f"Vocabulary {self.vocab_path} not found (--config.model.vocab_path / pretrained_dir).")
         if self.pretrained_dir:
             self.config = self.converter.load_config(self.pretrained_dir)
             source = os.path.join(self.pretrained_dir, hf_format.CONFIG_FILE)
@@ -109,6 +113,17 @@ class NativeFamily(EncoderFamily):
                 f"--config.model.encoder={cls.name} needs --config.model.pretrained_dir (Hugging Face-format "
                 "directory) or, for a randomly initialised encoder, --config.model.vocab_path."
             )
+
+    @classmethod
+    def check_files(cls, model_config: Any) -> None:
+        pretrained_dir = hf_format.resolve_dir(model_config.pretrained_dir) if model_config.pretrained_dir else ""
+        if pretrained_dir and not tf.io.gfile.isdir(pretrained_dir):
+            raise ConfigError(f"--config.model.pretrained_dir={model_config.pretrained_dir}: no such directory.")
+        if model_config.vocab_path:
+            cls.tokenizer_class.check_vocabulary(model_config.vocab_path, "--config.model.vocab_path")
+        else:
+            vocab = os.path.join(pretrained_dir, cls.converter.vocab_file)
+            cls.tokenizer_class.check_vocabulary(vocab, f"--config.model.pretrained_dir={model_config.pretrained_dir}")
 
     def _check_architecture(self, source: str) -> None:
         """The architecture's own rules, against the run's sequence length; `source` is where it came from."""

@@ -71,6 +71,26 @@ class Tokenizer(tf.Module):
         self.truncation = truncation
         self._cls_id = self._sep_id = self._pad_id = 0
 
+    @classmethod
+    def check_vocabulary(cls, path: str, flag: str) -> None:
+        """Raises VocabularyError unless `path` is a readable, non-empty file (`flag` names where it came from).
+
+        Plain file checks, without TensorFlow ops: it runs before a cluster forms.
+        Subclasses add what their format needs.
+        """
+        if not tf.io.gfile.exists(path):
+            raise VocabularyError(f"{flag}: vocabulary {path} not found.")
+        if tf.io.gfile.isdir(path):
+            raise VocabularyError(f"{flag}: vocabulary {path} is a directory; expected a file.")
+        try:
+            size = tf.io.gfile.stat(path).length
+            with tf.io.gfile.GFile(path, "rb") as f:
+                f.read(1)
+        except (tf.errors.OpError, OSError) as e:
+            raise VocabularyError(f"{flag}: vocabulary {path} cannot be read ({getattr(e, 'message', e)}).") from None
+        if not size:
+            raise VocabularyError(f"{flag}: vocabulary {path} is empty.")
+
     def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         raise NotImplementedError
 

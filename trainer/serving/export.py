@@ -115,10 +115,14 @@ def is_complete(path: str) -> bool:
     )
 
 
+def complete_exports(export_dir: str) -> list[str]:
+    """The complete versions under `export_dir`, newest first."""
+    if not os.path.isdir(export_dir):
+        return []
+    versions = sorted((int(name) for name in os.listdir(export_dir) if name.isdigit()), reverse=True)
+    return [os.path.join(export_dir, str(v)) for v in versions if is_complete(os.path.join(export_dir, str(v)))]
+
+
 def latest_export(export_dir: str) -> str | None:
     """The highest complete version under `export_dir`, or None."""
-    if not os.path.isdir(export_dir):
-        return None
-    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
-    complete = [v for v in versions if is_complete(os.path.join(export_dir, str(v)))]
-    return os.path.join(export_dir, str(max(complete))) if complete else None
+    return next(iter(complete_exports(export_dir)), None)

@@ -1,15 +1,38 @@
 """Classifies texts with an exported serving model."""
 
+from collections.abc import Callable
+
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the SavedModel)
 
-from trainer.serving.export import SIGNATURE
+from trainer.serving.export import SIGNATURE, complete_exports
+
+Serve = Callable[..., dict[str, tf.Tensor]]
 
 
-def predict(export_path: str, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+def load(export_path: str) -> Serve:
+    """The serving signature of the SavedModel at `export_path`."""
+    return tf.saved_model.load(export_path).signatures[SIGNATURE]
+
+
+def load_newest(export_dir: str) -> tuple[str, Serve] | None:
+    """The newest export under `export_dir` that loads, with its signature; None if none does.
+
+    A version that is incomplete, or whose files do not load (a torn or corrupt
+    saved_model.pb), is skipped with a warning for the next older one.
+    """
+    for path in complete_exports(export_dir):
+        try:
+            return path, load(path)
+        except Exception as e:  # Parse, op and file errors all mean "this version cannot serve".
+            logging.warning("Skipping the export %s: it does not load (%s).", path, str(e).splitlines()[0][:200])
+    return None
+
+
+def predict(serve: Serve, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
     """The serving signature's outputs for `texts` (e.g. {"probability": [N]}), in batches."""
-    serve = tf.saved_model.load(export_path).signatures[SIGNATURE]
     batches: dict[str, list[np.ndarray]] = {}
     # At least one call, so that no texts still give every output (empty).
     for start in range(0, max(len(texts), 1), batch_size):

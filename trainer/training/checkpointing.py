@@ -52,14 +52,21 @@ class Checkpoints:
         self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
         self.is_chief = is_chief
         self._write_dir = self.directory if is_chief else _worker_dir(model_dir, worker_id)
-        # Each worker clears its own leftovers; the chief those of workers this job does not have.
-        for index in _worker_dirs(model_dir):
-            if (not is_chief and index == worker_id) or (is_chief and index >= num_workers):
-                logging.info("Removing %s, left by an earlier run.", _worker_dir(model_dir, index))
-                tf.io.gfile.rmtree(_worker_dir(model_dir, index))
+        self._worker_id, self._num_workers = worker_id, num_workers
         self._manager = tf.train.CheckpointManager(
             checkpoint, self._write_dir, max_to_keep=keep, step_counter=step_counter
         )
+
+    def remove_leftovers(self) -> None:
+        """Removes worker directories left by a run killed mid-save, or by a job with more workers.
+
+        Each worker clears its own; the chief those of workers this job does not have. Called
+        when training starts, after every check that could refuse the run.
+        """
+        for index in _worker_dirs(self.model_dir):
+            if (not self.is_chief and index == self._worker_id) or (self.is_chief and index >= self._num_workers):
+                logging.info("Removing %s, left by an earlier run.", _worker_dir(self.model_dir, index))
+                tf.io.gfile.rmtree(_worker_dir(self.model_dir, index))
 
     def candidates(self) -> list[str]:
         """Complete checkpoints in the chief's directory, newest first."""

@@ -156,6 +156,7 @@ class Trainer:
 
     def train(self, examples: Examples, validation: Examples | None) -> None:
         """Trains from the current step (see `restore`) to the last, then saves a checkpoint."""
+        self.checkpoints.remove_leftovers()
         if self.step >= self.total_steps:
             logging.info("Checkpoint is at step %d of %d: training is complete.", self.step, self.total_steps)
         else:

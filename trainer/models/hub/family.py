@@ -27,6 +27,11 @@ class HubFamily(EncoderFamily):
                 "--config.model.hub_preprocessor (TF Hub URLs or local SavedModel directories)."
             )
 
+    @classmethod
+    def check_files(cls, model_config: Any) -> None:
+        loading.check_local(model_config.hub_encoder, "--config.model.hub_encoder")
+        loading.check_local(model_config.hub_preprocessor, "--config.model.hub_preprocessor")
+
     def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         return HubPreprocessor(self.model_config.hub_preprocessor, self.seq_length, truncation)
 

@@ -31,10 +31,15 @@ def _describe(handle: str, flag: str, error: Exception) -> str:
     return f"Could not load TF Hub model {flag}={handle}: {type(error).__name__}: {error}. {hint}"
 
 
+def check_local(handle: str, flag: str) -> None:
+    """A local handle must be a directory (checked without loading it); URLs are checked when loaded."""
+    if not _is_remote(handle) and not tf.io.gfile.isdir(handle):
+        raise HubLoadError(f"{flag}={handle}: no such directory.")
+
+
 def load(handle: str, flag: str):
     """hub.load(handle), naming `flag` in any error."""
-    if not _is_remote(handle) and not tf.io.gfile.exists(handle):
-        raise HubLoadError(f"{flag}={handle}: no such directory.")
+    check_local(handle, flag)
     try:
         return hub.load(handle)
     except Exception as e:  # Network, format and op errors all mean "cannot use this handle".
