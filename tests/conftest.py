@@ -127,14 +127,14 @@ def check_ok(process: subprocess.CompletedProcess) -> subprocess.CompletedProces
 
 # An error line of ours: absl's "FATAL Flags parsing error: ..." or a Python absl ERROR record
 # (TensorFlow's C++ logs, such as "E0000 00:00:... failed call to cuInit", are not ours).
-_ERROR_LINE = re.compile(r"^(FATAL |E\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] )")
+ERROR_LINE = re.compile(r"^(FATAL |E\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.py:\d+\] )")
 
 
 def check_refused(process: subprocess.CompletedProcess, message: str) -> str:
     """A refusal as documented: exit status 2, one error line matching `message`, no traceback."""
     log = process.stderr
     assert process.returncode == 2, f"exit {process.returncode}\n{log[-3000:]}"
-    errors = [line for line in log.splitlines() if _ERROR_LINE.match(line)]
+    errors = [line for line in log.splitlines() if ERROR_LINE.match(line)]
     assert len(errors) == 1, errors
     assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in log, log[-3000:]

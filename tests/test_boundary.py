@@ -86,7 +86,7 @@ def test_values_beyond_what_tensorflow_holds_are_named():
 # ----- the command line: refused, one line, nothing written -----
 
 
-def _config_files(tmp_path) -> dict[str, str]:
+def write_config_files(tmp_path) -> dict[str, str]:
     files = {
         "syntax.py": "def get_config(:\n    pass\n",
         "raises.py": "def get_config():\n    raise RuntimeError('boom')\n",
@@ -156,7 +156,7 @@ def refusal_cases(files: dict[str, str]) -> dict[str, tuple[list[str], dict[str,
 
 
 def test_every_refusal_exits_2_with_one_line_and_leaves_the_run_untouched(trained_run, tmp_path, vocab_path, imdb_dir):
-    files = _config_files(tmp_path)
+    files = write_config_files(tmp_path)
     cases = refusal_cases(files)
     before = snapshot(trained_run.model_dir)
 

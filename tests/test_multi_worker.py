@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, SMOKE_CONFIG, check_ok, run_trainer, subprocess_env
+from conftest import REPO, SMOKE_CONFIG, check_ok, check_refused, run_trainer, subprocess_env
 from test_report import check_report, run_module
 
 NO_DROPOUT = (
@@ -278,8 +278,7 @@ def test_sigterm_checkpoints_and_exits_143_then_fewer_workers_resume(tmp_path, v
     refused = run_trainer(
         model_dir, vocab_path, imdb_dir, *NO_DROPOUT, *flags, "--config.distribute.allow_replica_count_change=false"
     )
-    assert refused.returncode == 2
-    assert f"ckpt-{stopped_at} was trained with 2 replicas, this job has 1" in refused.stderr
+    check_refused(refused, f"ckpt-{stopped_at} was trained with 2 replicas, this job has 1")
 
     # One replica now: the same global batch of 8, all of it on one worker.
     resumed = check_ok(

@@ -25,7 +25,10 @@ from trainer.schema import (
 
 __all__ = ["ConfigError", "DataConfig", "Experiment", "ModelConfig", "TrainConfig"]
 
+TASK_TYPES = ("binary", "multiclass", "regression", "multilabel")
 DATA_SOURCES = ("auto", "tfds", "aclimdb", "csv", "jsonl")
+LABEL_SOURCES = ("polarity", "rating")
+POOLINGS = ("cls", "mean", "cls_mean")
 TRUNCATIONS = ("head", "tail", "head_tail")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "true", "false")
@@ -36,7 +39,22 @@ LR_SCALINGS = ("none", "linear")
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
-    type: str = option("binary", "The task: binary = one text, a 0/1 label (see trainer/tasks/registry.py).")
+    type: str = option(
+        "binary",
+        "binary (one logit, 0/1 or two named labels), multiclass (softmax), regression (one score) or "
+        "multilabel (a sigmoid per label); each with one text or a pair (data.text_pair_column).",
+        choices=TASK_TYPES,
+    )
+    labels: tuple[str, ...] = option(
+        (), "The label names in output order; empty: read from the training data (sorted; numbers numerically)."
+    )
+    num_classes: int = option(
+        0, "multiclass/multilabel: the number of labels, checked against the data (0: any).", AT_LEAST_ZERO
+    )
+    threshold: float = option(0.5, "multilabel: a label is predicted when its probability reaches this.", UNIT_INTERVAL)
+    normalize_targets: bool = option(
+        False, "regression: train on targets scaled to mean 0 and deviation 1 (undone in the export)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +69,14 @@ class DataConfig:
     test_path: str = option("", "Optional held-out test file for csv/jsonl sources.")
     tfds_name: str = option("imdb_reviews", "TFDS dataset of the tfds source.")
     text_column: str = option("text", "CSV column / JSON key of the text.")
+    text_pair_column: str = option("", "CSV column / JSON key of the second text of a pair task (empty: one text).")
     label_column: str = option("label", "CSV column / JSON key of the label.")
+    label_delimiter: str = option("", "CSV multilabel: the character between the labels of one field (e.g. |).")
+    label_source: str = option(
+        "polarity",
+        "aclImdb: polarity (pos/neg as 1/0) or rating (the stars in each file name, <id>_<rating>.txt).",
+        choices=LABEL_SOURCES,
+    )
     validation_fraction: float = option(0.2, "Share of the training data held out (seeded) for validation.", RATE)
     seq_length: int = option(128, "Tokens per example, [CLS] and [SEP] included.", POSITIVE)
     truncation: str = option(
@@ -92,6 +117,12 @@ class ModelConfig:
         AT_LEAST_ZERO,
     )
     freeze_encoder: bool = option(False, "Feature extraction: train the head only.")
+    pooling: str = option(
+        "cls",
+        "What the head reads: cls (the encoder's pooled [CLS]), mean (the last layer's token vectors "
+        "averaged under the mask) or cls_mean (both, concatenated).",
+        choices=POOLINGS,
+    )
     # Not a key of its own: the checked section model.<encoder>, filled in by experiment.parse().
     architecture: Any = None
 
@@ -179,8 +210,18 @@ def check_combinations(experiment: Experiment) -> None:
             "--config.train.nan_policy=skip with --config.train.max_nan_skips=0 never skips a batch: "
             "allow at least one skip, or use nan_policy=stop."
         )
-    if data.text_column == data.label_column:
-        raise ConfigError(f"--config.data.text_column and --config.data.label_column are both {data.text_column!r}.")
+    columns = {
+        "text_column": data.text_column,
+        "text_pair_column": data.text_pair_column,
+        "label_column": data.label_column,
+    }
+    for first, second in (
+        ("text_column", "label_column"),
+        ("text_column", "text_pair_column"),
+        ("label_column", "text_pair_column"),
+    ):
+        if columns[first] == columns[second]:
+            raise ConfigError(f"--config.data.{first} and --config.data.{second} are both {columns[first]!r}.")
     if train.steps and train.eval_every_steps > train.steps:
         logging.warning(
             "--config.train.eval_every_steps=%d exceeds --config.train.steps=%d: validation runs only at the end.",

@@ -109,7 +109,7 @@ def _export_checkpoint(task: Task, run_dir: RunDirectory) -> str | None:
     # Outside the strategy's scope: restoring and exporting take no collective.
     model = task.build_model()
     step = restore_model(model, run_dir.path)
-    return export_lib.export(task.build_tokenizer(), model, task.serving_outputs, run_dir.export, step)
+    return export_lib.export(task, task.build_tokenizer(), model, run_dir.export, step)
 
 
 def _predict(task: Task, run_dir: RunDirectory) -> None:
@@ -135,7 +135,10 @@ def _predict(task: Task, run_dir: RunDirectory) -> None:
                 f"{f'the exports {found} do not load' if found else 'no export'} and no checkpoint."
             ) from None
         loaded = export_path, predict_lib.load(export_path)
-    predictions = task.format_predictions(predict_lib.predict(loaded[1], texts))
+    pairs = predict_lib.split_pairs(texts) if task.pairs else None
+    firsts = [first for first, _ in pairs] if pairs else texts
+    seconds = [second for _, second in pairs] if pairs else None
+    predictions = task.format_predictions(predict_lib.predict(loaded[1], firsts, seconds))
     for text, prediction in zip(texts, predictions):
         sys.stdout.write(f"{prediction}\t{text}\n")
 
@@ -152,6 +155,7 @@ def run(config: Experiment, config_values: dict) -> None:
     precision.set_policy(config.train.precision)
     task = task_registry.build_task(config)
     run_dir = RunDirectory(FLAGS.model_dir, strategy_lib.is_chief(strategy))
+    recorded_labels = tuple(run_dir.read_config().get("task", {}).get("labels", ()))
     logging.info(
         "Mode %s, strategy %s with %d replica(s), global batch %d, model_dir %s.",
         FLAGS.mode,
@@ -160,14 +164,17 @@ def run(config: Experiment, config_values: dict) -> None:
         config.train.batch_size,
         FLAGS.model_dir,
     )
-    if FLAGS.mode == "predict":
-        _predict(task, run_dir)
-        return
-    if FLAGS.mode == "export":
-        _export_checkpoint(task, run_dir)
+    if FLAGS.mode in ("predict", "export"):
+        task.prepare_labels(None, recorded_labels, run_dir.path)
+        if FLAGS.mode == "predict":
+            _predict(task, run_dir)
+        else:
+            _export_checkpoint(task, run_dir)
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
+    task.prepare_labels(data.train, recorded_labels, run_dir.path)
+    config_values["task"]["labels"] = list(task.label_names)
     training = FLAGS.mode != "evaluate"
     steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size) if training else 0
     validation = data.validation if len(data.validation) else None
@@ -213,7 +220,7 @@ def run(config: Experiment, config_values: dict) -> None:
             examples_trained=trainer.step * config.train.batch_size,
         )
     if run_dir.is_chief:
-        export_lib.export(input_plan.tokenizer, model, task.serving_outputs, run_dir.export, trainer.step)
+        export_lib.export(task, input_plan.tokenizer, model, run_dir.export, trainer.step)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

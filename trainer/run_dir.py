@@ -137,12 +137,22 @@ class RunDirectory:
             tf.io.gfile.makedirs(self.path)
             write_json_atomically(os.path.join(self.path, CONFIG_FILE), values)
 
+    def read_config(self) -> dict[str, Any]:
+        """The run's own config.json ({} before the run wrote one)."""
+        return self._read_json(CONFIG_FILE)
+
     def read_metrics(self) -> dict[str, Any]:
-        path = os.path.join(self.path, METRICS_FILE)
+        return self._read_json(METRICS_FILE)
+
+    def _read_json(self, name: str) -> dict[str, Any]:
+        path = os.path.join(self.path, name)
         if not tf.io.gfile.exists(path):
             return {}
-        with tf.io.gfile.GFile(path) as f:
-            return json.load(f)
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ModelDirError(f"{path} is not valid JSON ({e}); restore it or use another --model_dir.") from None
 
     def write_metrics(self, splits: dict[str, dict], **fields: Any) -> None:
         """Adds the final metrics of each split (and `fields` such as the step) to metrics.json (chief only).

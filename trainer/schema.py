@@ -126,6 +126,12 @@ def _typed(key: str, value: Any, kind: type) -> Any:
         if abs(value) > FLOAT32_MAX and (isinstance(value, int) or math.isfinite(value)):
             raise ConfigError(f"--config.{key}={_shown(value)}: beyond what a 32-bit float holds.")
         return float(value)
+    if kind == tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"--config.{key}={_shown(value)}: expected a list of strings.")
+        for item in value:
+            _typed(key, item, str)
+        return tuple(value)
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"--config.{key}={_shown(value)}: expected a string.")

@@ -1,6 +1,8 @@
 """The Large Movie Review Dataset in its original layout: an aclImdb/ directory or a tar archive of it.
 
-Reviews are aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt. Files outside
+Reviews are aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt; the label is
+the polarity (pos = 1) or the rating in the file name (1-4 and 7-10 stars),
+as `label_source` says. Files outside
 this layout (editor backups, .DS_Store, macOS ._ files) are ignored and
 counted; the rest of the original archive (README, vocabularies, unsup/) is
 ignored silently. A truncated archive, an unreadable file or the same review
@@ -26,9 +28,11 @@ _ACLIMDB_EXTRA = re.compile(
     r"(?:train|test)/(?:labeledBow\.feat|unsupBow\.feat|urls_(?:pos|neg|unsup)\.txt|unsup/[^/]+\.txt))$"
 )
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# A review's file name stem: <id>_<rating>.
+_RATED_STEM = re.compile(r"^[^_]+_(\d+)$")
 
 
-def read_aclimdb(path: str, seq_length: int) -> tuple[Examples, Examples | None]:
+def read_aclimdb(path: str, seq_length: int, label_source: str = "polarity") -> tuple[Examples, Examples | None]:
     """Reads aclImdb/{train,test}/{pos,neg}/*.txt from a directory or a tar archive."""
     report = TextReport(path, seq_length)
     rows: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
@@ -44,7 +48,7 @@ def read_aclimdb(path: str, seq_length: int) -> tuple[Examples, Examples | None]
         found[example_id] = name
         text = report.decode(data)
         if text is not None:
-            rows[split_name].append((example_id, text, int(polarity == "pos")))
+            rows[split_name].append((example_id, text, _label(polarity, stem, label_source, name)))
     if not any(example_id.startswith("train/") for example_id in found):
         raise DataError(
             f"--config.data.path={path}: no aclImdb/train/pos/*.txt or aclImdb/train/neg/*.txt files; "
@@ -57,6 +61,18 @@ def read_aclimdb(path: str, seq_length: int) -> tuple[Examples, Examples | None]
     has_test = any(example_id.startswith("test/") for example_id in found)
     test = report.examples(rows["test"], f"{path} (test)") if has_test else None
     return train, test
+
+
+def _label(polarity: str, stem: str, label_source: str, name: str) -> int:
+    if label_source == "polarity":
+        return int(polarity == "pos")
+    rated = _RATED_STEM.match(stem)
+    if rated is None:
+        raise DataError(
+            f"{name}: no rating in the file name (expected <id>_<rating>.txt), which "
+            "--config.data.label_source=rating reads."
+        )
+    return int(rated.group(1))
 
 
 def _aclimdb_files(path: str, report: TextReport):

@@ -44,17 +44,32 @@ class DataError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
-    """Labelled texts, index-aligned."""
+    """Labelled texts (or text pairs), index-aligned.
+
+    Labels are as the source gives them (numbers, strings, or lists of them for
+    several labels per text); the task turns them into what it trains on, naming
+    the example's id (file and line for tables) when one does not fit.
+    """
 
     texts: np.ndarray  # object array of str
-    labels: np.ndarray  # int32, 0 or 1
+    labels: np.ndarray  # object array: each example's label as read
     ids: np.ndarray  # object array of str: a stable name for each example
+    text_pairs: np.ndarray | None = None  # object array of str: the second text of pair tasks
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, indices: np.ndarray) -> "Examples":
-        return Examples(self.texts[indices], self.labels[indices], self.ids[indices])
+        pairs = self.text_pairs[indices] if self.text_pairs is not None else None
+        return Examples(self.texts[indices], self.labels[indices], self.ids[indices], pairs)
+
+
+def object_array(values: list) -> np.ndarray:
+    """A 1-D object array of `values`, lists kept as elements (np.array would make them a dimension)."""
+    array = np.empty(len(values), dtype=object)
+    for index, value in enumerate(values):
+        array[index] = value
+    return array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,15 +145,18 @@ class TextReport:
         problems = self.problems()
         logging.info("Read %s from %s%s", what, self.where, ": " + ", ".join(problems) + "." if problems else ".")
 
-    def examples(self, rows: list[tuple[str, str, int]], where: str | None = None) -> Examples:
+    def examples(self, rows: list[tuple], where: str | None = None) -> Examples:
+        """Examples of rows (id, text, label) or, for pairs, (id, text, pair, label)."""
         if not rows:
             skipped = f" ({self.problems()[0]})" if self.skipped else ""
             raise DataError(f"{where or self.where}: no examples found{skipped}.")
-        ids, texts, labels = zip(*rows)
+        columns = list(zip(*rows))
+        ids, texts, labels = columns[0], columns[1], columns[-1]
         return Examples(
             texts=np.array(texts, dtype=object),
-            labels=np.array(labels, dtype=np.int32),
+            labels=object_array(list(labels)),
             ids=np.array(ids, dtype=object),
+            text_pairs=np.array(columns[2], dtype=object) if len(columns) == 4 else None,
         )
 
 

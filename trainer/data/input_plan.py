@@ -26,7 +26,7 @@ class InputPlan:
         self,
         strategy: tf.distribute.Strategy,
         tokenizer: Tokenizer,
-        encode_labels: Callable[[np.ndarray], np.ndarray],
+        encode_labels: Callable[[np.ndarray, np.ndarray], np.ndarray],
         seq_length: int,
         num_buckets: int,
         seed: int,
@@ -62,7 +62,11 @@ class InputPlan:
         lengths = strategy_lib.compute_in_shares(
             self.strategy,
             len(examples),
-            lambda start, stop: pipeline.token_lengths(examples.texts[start:stop], self.tokenizer),
+            lambda start, stop: pipeline.token_lengths(
+                examples.texts[start:stop],
+                self.tokenizer,
+                examples.text_pairs[start:stop] if examples.text_pairs is not None else None,
+            ),
         )
         counts = np.bincount(np.searchsorted(self.buckets, lengths), minlength=len(self.buckets))
         logging.info(
@@ -96,5 +100,6 @@ class InputPlan:
 
     def distribute(self, examples: Examples, plan: batching.BatchPlan) -> tf.distribute.DistributedDataset:
         """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""
-        make = pipeline.dataset_fn(examples.texts, self.encode_labels(examples.labels), plan, self.tokenizer)
+        labels = self.encode_labels(examples.labels, examples.ids)
+        make = pipeline.dataset_fn(examples.texts, labels, plan, self.tokenizer, examples.text_pairs)
         return self.strategy.distribute_datasets_from_function(make)

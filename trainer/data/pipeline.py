@@ -17,17 +17,18 @@ import tensorflow as tf
 
 from trainer.data.batching import BatchPlan
 
-Tokenizer = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+Tokenizer = Callable[[tf.Tensor, tf.Tensor | None], dict[str, tf.Tensor]]
 DatasetFn = Callable[[tf.distribute.InputContext], tf.data.Dataset]
 
 # Token counts for bucketing are computed in batches of this many texts.
 _LENGTH_BATCH = 512
 
 
-def token_lengths(texts: np.ndarray, tokenizer) -> np.ndarray:
-    """Tokens each text occupies after truncation (with [CLS]/[SEP]), computed in parallel."""
+def token_lengths(texts: np.ndarray, tokenizer, text_pairs: np.ndarray | None = None) -> np.ndarray:
+    """Tokens each text (or pair) occupies after truncation (with [CLS]/[SEP]), computed in parallel."""
+    columns = (texts.tolist(),) if text_pairs is None else (texts.tolist(), text_pairs.tolist())
     dataset = (
-        tf.data.Dataset.from_tensor_slices(texts.tolist())
+        tf.data.Dataset.from_tensor_slices(columns)
         .batch(_LENGTH_BATCH)
         .map(tokenizer.lengths, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     )
@@ -49,19 +50,23 @@ def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tupl
     return indices.reshape(-1, per_replica), np.repeat(plan.lengths, local)
 
 
-def dataset_fn(texts: np.ndarray, labels: np.ndarray, plan: BatchPlan, tokenizer: Tokenizer) -> DatasetFn:
-    """Batches of `plan` from `texts` and their encoded `labels`, tokenized in parallel on the host."""
+def dataset_fn(
+    texts: np.ndarray, labels: np.ndarray, plan: BatchPlan, tokenizer: Tokenizer, text_pairs: np.ndarray | None = None
+) -> DatasetFn:
+    """Batches of `plan` from `texts` (and `text_pairs`) and encoded `labels`, tokenized in parallel on the host."""
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         indices, lengths = pipeline_slice(plan, context)
         # A list, not a fixed-width numpy str array: that would pad every review to the longest.
         all_texts = tf.constant(texts.tolist())
+        all_pairs = tf.constant(text_pairs.tolist()) if text_pairs is not None else None
         all_labels = tf.constant(labels)
 
         def load(batch_indices, length):
             present = batch_indices >= 0
             rows = tf.where(present, batch_indices, 0)
-            features = tokenizer(tf.gather(all_texts, rows))
+            pairs = tf.gather(all_pairs, rows) if all_pairs is not None else None
+            features = tokenizer(tf.gather(all_texts, rows), pairs)
             features = {key: value[:, :length] for key, value in features.items()}
             return features, tf.gather(all_labels, rows), tf.cast(present, tf.float32)
 

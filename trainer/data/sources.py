@@ -13,7 +13,7 @@ import numpy as np
 from trainer.config import DataConfig
 from trainer.data.aclimdb import ARCHIVE_SUFFIXES, read_aclimdb
 from trainer.data.examples import DataError, Examples, Splits
-from trainer.data.tables import read_table, table_format
+from trainer.data.tables import Columns, read_table, table_format
 from trainer.data.tfds_source import read_tfds
 
 __all__ = ["DataError", "Examples", "Splits", "load_splits", "resolve_source", "split"]
@@ -23,24 +23,19 @@ def load_splits(data_config: DataConfig, seed: int, tfds_data_dir: str | None = 
     """Reads the configured source and holds out a seeded validation split of train."""
     source = resolve_source(data_config)
     seq_length = data_config.seq_length
+    columns = Columns(
+        data_config.text_column, data_config.text_pair_column, data_config.label_column, data_config.label_delimiter
+    )
     if source == "tfds":
-        train, test = read_tfds(data_config.tfds_name, tfds_data_dir, seq_length)
+        train, test = read_tfds(data_config.tfds_name, tfds_data_dir, seq_length, columns[:3])
     elif source == "aclimdb":
-        train, test = read_aclimdb(data_config.path, seq_length)
+        train, test = read_aclimdb(data_config.path, seq_length, data_config.label_source)
     else:
-        columns = (data_config.text_column, data_config.label_column, seq_length)
-        train = read_table(data_config.path, source, *columns)
+        train = read_table(data_config.path, source, columns, seq_length)
         test = None
         if data_config.test_path:
             test_source = table_format(data_config.test_path) if data_config.source == "auto" else source
-            test = read_table(data_config.test_path, test_source or source, *columns)
-    classes = np.unique(train.labels)
-    if len(classes) < 2:
-        logging.warning(
-            "All %d training examples have label %d: the classifier has nothing to tell apart.",
-            len(train),
-            classes[0],
-        )
+            test = read_table(data_config.test_path, test_source or source, columns, seq_length)
     usable, fraction = len(train), data_config.validation_fraction
     train, validation = split(train, fraction, seed)
     if not len(train) or (fraction > 0 and not len(validation)):
@@ -83,6 +78,15 @@ def resolve_source(data_config: DataConfig) -> str:
     if resolved in ("csv", "jsonl") and os.path.isdir(path):
         raise DataError(
             f"--config.data.path={path} is a directory, but --config.data.source={resolved} reads one file."
+        )
+    if data_config.label_source != "polarity" and resolved != "aclimdb":
+        raise DataError(
+            f"--config.data.label_source={data_config.label_source} reads the ratings in aclImdb file names; "
+            f"the {resolved} source has its labels in --config.data.label_column."
+        )
+    if data_config.text_pair_column and resolved == "aclimdb":
+        raise DataError(
+            f"--config.data.text_pair_column={data_config.text_pair_column}: aclImdb reviews are single texts."
         )
     return resolved
 

@@ -56,8 +56,11 @@ class EncoderFamily(abc.ABC):
         """Strings -> encoder inputs of `seq_length` tokens, in TF ops (used in tf.data and in exports)."""
 
     @abc.abstractmethod
-    def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
-        """The Keras encoder, called on a dict of inputs; its variables are created on first call."""
+    def build_encoder(self, trainable: bool, sequence_output: bool = False) -> tf_keras.layers.Layer:
+        """The Keras encoder, called on a dict of inputs; its variables are created on first call.
+
+        Its outputs hold `pooled_output`, and `sequence_output` too when asked for.
+        """
 
     def load_pretrained(self, encoder: tf_keras.layers.Layer) -> None:
         """Assigns pretrained weights to a built encoder (nothing to do for a random one)."""
@@ -140,9 +143,9 @@ class NativeFamily(EncoderFamily):
     def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         return self.tokenizer_class(self.vocab_path, self.seq_length, self.model_config.lower_case, truncation)
 
-    def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
-        # A classifier reads the pooled output only: the last block computes [CLS] alone.
-        return self.encoder_class(self.config, pooled_output_only=True, trainable=trainable)
+    def build_encoder(self, trainable: bool, sequence_output: bool = False) -> tf_keras.layers.Layer:
+        # A head on the pooled output only needs [CLS] from the last block: it computes that alone.
+        return self.encoder_class(self.config, pooled_output_only=not sequence_output, trainable=trainable)
 
     def load_pretrained(self, encoder: tf_keras.layers.Layer) -> None:
         if self.pretrained_dir:

@@ -17,7 +17,7 @@ from trainer.errors import UserError
 
 # Reviews carry HTML line breaks ("<br />"); they are noise to the tokenizers.
 _MARKUP = r"(?i)<br\s*/?>"
-# [CLS] and [SEP] around one segment.
+# [CLS] and [SEP] around one segment; one more [SEP] after a second.
 NUM_SPECIAL_TOKENS = 2
 
 
@@ -41,28 +41,51 @@ def clean_text(texts: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(texts, _MARKUP, " ")
 
 
-def truncate(token_ids: tf.RaggedTensor, max_tokens: int, truncation: Truncation) -> tf.RaggedTensor:
-    """Keeps at most `max_tokens` tokens of each row of [batch, (tokens)].
+def truncate(token_ids: tf.RaggedTensor, max_tokens: int | tf.Tensor, truncation: Truncation) -> tf.RaggedTensor:
+    """Keeps at most `max_tokens` tokens of each row of [batch, (tokens)] (one budget, or one per row).
 
     `head` keeps the first tokens, `tail` the last ones, `head_tail` the first
     round(max_tokens * head_fraction) and the rest from the end. One gather
     serves all three: kept position j of a long row maps to j before the head
     budget and to j + (length - max_tokens) after it.
     """
-    head = {"head": max_tokens, "tail": 0}.get(truncation.kind, round(max_tokens * truncation.head_fraction))
+    per_row = isinstance(max_tokens, tf.Tensor)
+    if truncation.kind == "head":
+        head = max_tokens
+    elif truncation.kind == "tail":
+        head = tf.zeros_like(max_tokens) if per_row else 0
+    elif per_row:  # tf.round, like Python's round, takes halves to the even neighbour.
+        head = tf.cast(tf.round(tf.cast(max_tokens, tf.float64) * truncation.head_fraction), max_tokens.dtype)
+    else:
+        head = round(max_tokens * truncation.head_fraction)
     lengths = token_ids.row_lengths()
     positions = tf.ragged.range(tf.minimum(lengths, max_tokens))
-    overflow = tf.gather(tf.maximum(lengths - max_tokens, 0), positions.value_rowids())
+    rows = positions.value_rowids()
+    overflow = tf.gather(tf.maximum(lengths - max_tokens, 0), rows)
     flat = positions.flat_values
-    positions = positions.with_flat_values(tf.where(flat >= head, flat + overflow, flat))
+    first_of_tail = tf.gather(head, rows) if per_row else head
+    positions = positions.with_flat_values(tf.where(flat >= first_of_tail, flat + overflow, flat))
     return tf.gather(token_ids, positions, batch_dims=1)
+
+
+def pair_budgets(first: tf.Tensor, second: tf.Tensor, budget: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Tokens kept of each segment of a pair within `budget`, longest first.
+
+    Tokens come off the longer segment, one at a time (off the second when both
+    are as long), until the pair fits; first and second are int64 [batch] lengths.
+    """
+    first_kept = tf.minimum(first, tf.maximum(budget - second, (budget + 1) // 2))
+    return first_kept, tf.minimum(second, budget - first_kept)
 
 
 class Tokenizer(tf.Module):
     """Shared steps: clean, tokenize (subclass), truncate, add [CLS]/[SEP] and pad.
 
-    Subclasses implement `_tokenize(texts) -> RaggedTensor [batch, (tokens)]`
-    and, unless they pack differently, set the special token ids.
+    One text is packed `[CLS] a [SEP]`, a pair `[CLS] a [SEP] b [SEP]` with
+    type ids 0 for a and 1 for b, its budget shared longest first and each
+    segment then cut by the truncation's head/tail rule. Subclasses implement
+    `_tokenize(texts) -> RaggedTensor [batch, (tokens)]` and, unless they pack
+    differently, set the special token ids.
     """
 
     def __init__(self, name: str, seq_length: int, truncation: Truncation = HEAD):
@@ -94,21 +117,29 @@ class Tokenizer(tf.Module):
     def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         raise NotImplementedError
 
-    def _pack(self, token_ids: tf.RaggedTensor) -> dict[str, tf.Tensor]:
-        ids, type_ids = tf_text.combine_segments([token_ids], self._cls_id, self._sep_id)
+    def _pack(self, segments: list[tf.RaggedTensor]) -> dict[str, tf.Tensor]:
+        ids, type_ids = tf_text.combine_segments(segments, self._cls_id, self._sep_id)
         word_ids, mask = tf_text.pad_model_inputs(ids, self.seq_length, pad_value=self._pad_id)
         type_ids, _ = tf_text.pad_model_inputs(type_ids, self.seq_length)
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
 
-    def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        token_ids = self._tokenize(clean_text(texts))
-        token_ids = truncate(token_ids, self.seq_length - NUM_SPECIAL_TOKENS, self.truncation)
-        inputs = {key: tf.cast(value, tf.int32) for key, value in self._pack(token_ids).items()}
+    def _segments(self, texts: tf.Tensor, text_pairs: tf.Tensor | None) -> list[tf.RaggedTensor]:
+        """The tokens of each segment, truncated to fit seq_length with the special tokens."""
+        first = self._tokenize(clean_text(texts))
+        if text_pairs is None:
+            return [truncate(first, self.seq_length - NUM_SPECIAL_TOKENS, self.truncation)]
+        second = self._tokenize(clean_text(text_pairs))
+        budgets = pair_budgets(first.row_lengths(), second.row_lengths(), self.seq_length - NUM_SPECIAL_TOKENS - 1)
+        return [truncate(segment, budget, self.truncation) for segment, budget in zip((first, second), budgets)]
+
+    def __call__(self, texts: tf.Tensor, text_pairs: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """Encoder inputs of a batch of texts, or of text pairs (`text_pairs`, as many as `texts`)."""
+        inputs = {key: tf.cast(value, tf.int32) for key, value in self._pack(self._segments(texts, text_pairs)).items()}
         # A static sequence length lets tf.distribute build well-formed empty batches
         # for idle replicas, and XLA compile once per length.
         return {key: tf.ensure_shape(value, [None, self.seq_length]) for key, value in inputs.items()}
 
-    def lengths(self, texts: tf.Tensor) -> tf.Tensor:
-        """Tokens each text occupies after truncation, with [CLS] and [SEP]: int32 [batch]."""
-        num_tokens = self._tokenize(clean_text(texts)).row_lengths() + NUM_SPECIAL_TOKENS
-        return tf.cast(tf.minimum(num_tokens, self.seq_length), tf.int32)
+    def lengths(self, texts: tf.Tensor, text_pairs: tf.Tensor | None = None) -> tf.Tensor:
+        """Tokens each text (or pair) occupies after truncation, special tokens included: int32 [batch]."""
+        segments = self._segments(texts, text_pairs)
+        return tf.cast(tf.add_n([s.row_lengths() for s in segments]) + len(segments) + 1, tf.int32)

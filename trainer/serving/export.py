@@ -5,7 +5,6 @@ is written under a temporary name and renamed into place when complete, so a
 torn write is never taken for a model.
 """
 
-from collections.abc import Callable
 import os
 import shutil
 
@@ -14,8 +13,10 @@ import tensorflow as tf
 import tf_keras
 
 from trainer.models.tokenizer import Tokenizer
+from trainer.tasks.base import Task
 
 SIGNATURE = "serving_default"
+LABELS_FILE = "labels.txt"
 _TMP_PREFIX = ".tmp-"
 # Requests are classified in groups of this many texts of similar length, each group
 # padded only to its longest text, rounded up to a multiple of LENGTH_MULTIPLE.
@@ -23,8 +24,9 @@ CHUNK_SIZE = 16
 LENGTH_MULTIPLE = 32
 
 
-def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor]) -> tf.Tensor:
-    """The model's logits for a batch of padded features, computed in chunks of similar length.
+def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor], num_outputs: int = 1) -> tf.Tensor:
+    """The model's outputs ([batch], or [batch, num_outputs]) for a batch of padded features, computed in
+    chunks of similar length.
 
     A batch padded to its longest text pays for that length on every text;
     sorted by length and cut into chunks, short texts are computed short. The
@@ -36,34 +38,50 @@ def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor]) -> t
     num_texts = tf.size(order)
     max_length = tf.shape(features["input_mask"])[1]
     num_chunks = (num_texts + CHUNK_SIZE - 1) // CHUNK_SIZE
-    chunks = tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False, element_shape=[None])
+    row_shape = [] if num_outputs == 1 else [num_outputs]
+    chunks = tf.TensorArray(tf.float32, size=num_chunks, infer_shape=False, element_shape=[None, *row_shape])
     for i in tf.range(chunks.size()):
         rows = order[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
         longest = tf.reduce_max(tf.gather(lengths, rows))
         length = tf.minimum((longest + LENGTH_MULTIPLE - 1) // LENGTH_MULTIPLE * LENGTH_MULTIPLE, max_length)
         chunk = {key: tf.gather(value, rows)[:, :length] for key, value in features.items()}
         chunks = chunks.write(i, tf.cast(model(chunk, training=False), tf.float32))
-    return tf.scatter_nd(order[:, tf.newaxis], chunks.concat(), [num_texts])
-
-
-ServingOutputs = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+    return tf.scatter_nd(order[:, tf.newaxis], chunks.concat(), [num_texts, *row_shape])
 
 
 class ServingModule(tf.Module):
-    """Tokenizer + model + the task's outputs: a 1-D batch of strings -> e.g. positive-class probabilities.
+    """Tokenizer + model + the task's outputs: a 1-D batch of strings (and of second strings, for a pair
+    task) -> the task's serving outputs, e.g. positive-class probabilities.
 
     Holds the model's variables and a traced function, not the Keras model
     itself, so the SavedModel needs neither Keras nor this project to load.
     """
 
-    def __init__(self, tokenizer: Tokenizer, model: tf_keras.Model, serving_outputs: ServingOutputs):
+    def __init__(self, task: Task, tokenizer: Tokenizer, model: tf_keras.Model):
         super().__init__(name="serving")
         self.tokenizer = tokenizer
         self.model_variables = list(model.variables)
+        text = tf.TensorSpec([None], tf.string, name="text")
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
-            return serving_outputs(logits_by_length(model, tokenizer(text)))
+        def outputs(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            return task.serving_outputs(logits_by_length(model, features, task.num_outputs))
+
+        if task.pairs:
+
+            @tf.function(input_signature=[text, tf.TensorSpec([None], tf.string, name="text_pair")])
+            def serve(text: tf.Tensor, text_pair: tf.Tensor) -> dict[str, tf.Tensor]:
+                tf.debugging.assert_equal(
+                    tf.size(text),
+                    tf.size(text_pair),
+                    message="this model takes text pairs: give as many text_pair as text",
+                )
+                return outputs(tokenizer(text, text_pair))
+
+        else:
+
+            @tf.function(input_signature=[text])
+            def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
+                return outputs(tokenizer(text))
 
         self.serve = serve
 
@@ -85,16 +103,21 @@ def _remove_abandoned_exports(export_dir: str) -> None:
         shutil.rmtree(os.path.join(export_dir, name), ignore_errors=True)
 
 
-def export(
-    tokenizer: Tokenizer, model: tf_keras.Model, serving_outputs: ServingOutputs, export_dir: str, version: int
-) -> str:
-    """Writes version `version` under `export_dir`; returns its path."""
+def export(task: Task, tokenizer: Tokenizer, model: tf_keras.Model, export_dir: str, version: int) -> str:
+    """Writes version `version` under `export_dir`; returns its path.
+
+    The label names, in output order, go to assets/labels.txt beside the model.
+    """
     final = os.path.join(export_dir, str(version))
     tmp = os.path.join(export_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
     os.makedirs(export_dir, exist_ok=True)
     _remove_abandoned_exports(export_dir)
-    module = ServingModule(tokenizer, model, serving_outputs)
+    module = ServingModule(task, tokenizer, model)
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+    if task.label_names:
+        os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        with open(os.path.join(tmp, "assets", LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in task.label_names))
     if os.path.exists(final):
         # Moved aside, not deleted in place: a kill mid-delete would leave a partial version.
         replaced = os.path.join(export_dir, f"{_TMP_PREFIX}replaced-{version}-{os.getpid()}")
@@ -103,8 +126,9 @@ def export(
         shutil.rmtree(replaced)
     else:
         os.rename(tmp, final)
+    inputs = "text, text_pair" if task.pairs else "text"
     outputs = ", ".join(sorted(module.serve.get_concrete_function().structured_outputs))
-    logging.info("Exported serving model to %s (signature %r: text -> %s).", final, SIGNATURE, outputs)
+    logging.info("Exported serving model to %s (signature %r: %s -> %s).", final, SIGNATURE, inputs, outputs)
     return final
 
 

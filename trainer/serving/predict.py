@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the SavedModel)
 
+from trainer.errors import UserError
 from trainer.serving.export import SIGNATURE, complete_exports
 
 Serve = Callable[..., dict[str, tf.Tensor]]
@@ -31,15 +32,34 @@ def load_newest(export_dir: str) -> tuple[str, Serve] | None:
     return None
 
 
-def predict(serve: Serve, texts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
-    """The serving signature's outputs for `texts` (e.g. {"probability": [N]}), in batches."""
+def predict(
+    serve: Serve, texts: list[str], text_pairs: list[str] | None = None, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """The serving signature's outputs for `texts` (and `text_pairs`, for a pair model), in batches:
+    e.g. {"probability": [N]}."""
     batches: dict[str, list[np.ndarray]] = {}
     # At least one call, so that no texts still give every output (empty).
     for start in range(0, max(len(texts), 1), batch_size):
-        batch = tf.constant(texts[start : start + batch_size], dtype=tf.string)
-        for name, value in serve(text=batch).items():
+        inputs = {"text": tf.constant(texts[start : start + batch_size], dtype=tf.string)}
+        if text_pairs is not None:
+            inputs["text_pair"] = tf.constant(text_pairs[start : start + batch_size], dtype=tf.string)
+        for name, value in serve(**inputs).items():
             batches.setdefault(name, []).append(value.numpy())
     return {name: np.concatenate(values) for name, values in batches.items()}
+
+
+def split_pairs(texts: list[str]) -> list[tuple[str, str]]:
+    """Each text of a pair model split at its first tab into its two texts; raises UserError for one without."""
+    pairs = []
+    for text in texts:
+        first, tab, second = text.partition("\t")
+        if not tab:
+            raise UserError(
+                f"{text[:60]!r}: this model takes text pairs; give each as its two texts separated by a tab "
+                "(--text=$'first\\tsecond', or two tab-separated columns in --input_file)."
+            )
+        pairs.append((first, second))
+    return pairs
 
 
 def read_texts(path: str) -> list[str]:

@@ -1,15 +1,17 @@
 """The task interface: what one kind of fine-tuning job adds to an encoder, in the spirit of Model Garden's Task.
 
-A task knows how labels are encoded, the head on the encoder, the loss, the
-metrics and how their results are aggregated, and what the serving model
-returns. The train and validation steps of one replica are written here once
-in terms of those; the distributed loop (trainer/training/) calls them and
-names no metric of any task. Tasks are registered by `task.type` in
-trainer/tasks/registry.py.
+A task knows its labels (their vocabulary, learned from the training data
+unless the config gives it, and how each label is encoded), the head on the
+encoder, the loss, the metrics and how their results are aggregated, and
+what the serving model returns. The train and validation steps of one
+replica are written here once in terms of those; the distributed loop
+(trainer/training/) calls them and names no metric of any task. Tasks are
+registered by `task.type` in trainer/tasks/registry.py.
 """
 
 import abc
 from collections.abc import Callable
+import dataclasses
 from typing import Any, ClassVar
 
 from absl import logging
@@ -17,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from trainer.errors import UserError
 from trainer.models.classifier import Classifier
 from trainer.models.family import EncoderFamily
 from trainer.models.tokenizer import Tokenizer, Truncation
@@ -25,30 +28,78 @@ INPUT_KEYS = ("input_word_ids", "input_mask", "input_type_ids")
 Metrics = dict[str, tf_keras.metrics.Metric]
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """The labels and model outputs of every evaluated example (padding slots left out)."""
+
+    labels: np.ndarray
+    outputs: np.ndarray
+
+
 class Task(abc.ABC):
     """One kind of job on one encoder family, for one run."""
 
     # Scalar results shown on each progress line, in order.
     progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)
-    # dtype of the encoded labels the input pipeline feeds to the steps.
-    label_dtype: ClassVar[tf.DType] = tf.float32
+    # Whether evaluation hands `aggregate` every (label, output) pair, for what counts cannot give.
+    collects_predictions: ClassVar[bool] = False
+    # Whether the model's outputs are the labels' (its size depends on them).
+    needs_label_names: ClassVar[bool] = False
 
-    def __init__(self, encoder: EncoderFamily, model_config: Any, data_config: Any):
+    def __init__(self, encoder: EncoderFamily, model_config: Any, data_config: Any, task_config: Any):
         self.encoder = encoder
         self.model_config = model_config
+        self.task_config = task_config
         self.seq_length = data_config.seq_length
         self.truncation = Truncation(data_config.truncation, data_config.head_fraction)
+        # A pair task reads two texts per example (and its export takes text_pair).
+        self.pairs = bool(data_config.text_pair_column)
+        # The label names in output order: the config's, the run's own, or learned by `fit`.
+        self.label_names: tuple[str, ...] = tuple(task_config.labels)
 
-    # ----- inputs -----
+    # ----- labels -----
+
+    def prepare_labels(self, train: Any | None, recorded: tuple[str, ...], model_dir: str) -> None:
+        """Fixes this run's label names: learned from the `train` examples (when the mode reads data) and held
+        against `recorded`, those of the trained run in `model_dir`; else the config's or the recorded ones.
+
+        Raises UserError when they differ from the recorded ones, or when a task that needs them has none.
+        """
+        if train is not None:
+            self.fit(train.labels, train.ids)
+            if recorded and tuple(recorded) != self.label_names:
+                raise UserError(
+                    f"--model_dir={model_dir} was trained with the labels {list(recorded)} (its config.json), "
+                    f"but this run has {list(self.label_names)}: use another --model_dir, or the data and "
+                    "--config.task.labels it was trained with."
+                )
+        elif not self.label_names:
+            self.label_names = tuple(recorded)
+        if self.needs_label_names and not self.label_names:
+            raise UserError(
+                f"--config.task.type={self.task_config.type} needs the label names to build its model: "
+                f"--model_dir={model_dir} has no config.json with them; give --config.task.labels."
+            )
+
+    def fit(self, labels: np.ndarray, ids: np.ndarray) -> None:
+        """Learns from the training labels what the config does not give (the label vocabulary, target scale).
+
+        Raises DataError naming the example at fault (`ids`: file and line, or the review).
+        """
+        del labels, ids
+
+    @abc.abstractmethod
+    def encode_labels(self, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Labels as read from the data -> the array the steps take; raises DataError naming the example."""
 
     @property
     @abc.abstractmethod
     def num_outputs(self) -> int:
-        """Logits per example."""
+        """Outputs per example."""
 
-    def encode_labels(self, labels: np.ndarray) -> np.ndarray:
-        """Labels as read from the data -> the array the steps take (dtype `label_dtype`)."""
-        return np.asarray(labels, dtype=self.label_dtype.as_numpy_dtype)
+    def output_transform(self) -> tf_keras.layers.Layer | None:
+        """A layer the model applies to its outputs last (a regression's target scale), or None."""
+        return None
 
     def build_tokenizer(self) -> Tokenizer:
         return self.encoder.build_tokenizer(self.truncation)
@@ -65,8 +116,15 @@ class Task(abc.ABC):
         """
         config = self.model_config
         trainable = not config.freeze_encoder
-        encoder = self.encoder.build_encoder(trainable)
-        model = Classifier(encoder, config.head_dropout_rate, config.head_hidden_size, self.num_outputs)
+        encoder = self.encoder.build_encoder(trainable, sequence_output=config.pooling != "cls")
+        model = Classifier(
+            encoder,
+            config.head_dropout_rate,
+            config.head_hidden_size,
+            self.num_outputs,
+            config.pooling,
+            self.output_transform(),
+        )
         model(self.dummy_inputs())
         self.encoder.load_pretrained(encoder)
         logging.info(
@@ -99,9 +157,10 @@ class Task(abc.ABC):
         """Adds one batch; weight 0 marks padding slots."""
 
     @abc.abstractmethod
-    def aggregate(self, metrics: Metrics) -> dict[str, Any]:
+    def aggregate(self, metrics: Metrics, predictions: "Predictions | None" = None) -> dict[str, Any]:
         """The results of `metrics`: float scalars (summaries and logs), ints (counts) and
-        structured results such as a confusion matrix (metrics.json)."""
+        structured results such as a confusion matrix (metrics.json). `predictions`, for a task
+        that `collects_predictions`, holds the evaluated examples' labels and outputs."""
 
     # ----- steps of one replica -----
 
@@ -134,16 +193,17 @@ class Task(abc.ABC):
         labels: tf.Tensor,
         weights: tf.Tensor,
         metrics: Metrics,
-    ) -> None:
-        """Adds one batch of model outputs to `metrics`."""
+    ) -> tf.Tensor:
+        """Adds one batch of model outputs to `metrics`; returns the outputs."""
         outputs = outputs_fn(features)
         self.update_metrics(metrics, labels, outputs, self.per_example_loss(labels, outputs), weights)
+        return outputs
 
     # ----- serving -----
 
     @abc.abstractmethod
     def serving_outputs(self, outputs: tf.Tensor) -> dict[str, tf.Tensor]:
-        """The exported signature's outputs, from the model's float32 outputs."""
+        """The exported signature's outputs, from the model's float32 outputs (label names as strings)."""
 
     @abc.abstractmethod
     def format_predictions(self, outputs: dict[str, np.ndarray]) -> list[str]:

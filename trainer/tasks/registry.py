@@ -9,9 +9,16 @@ from typing import Any
 from trainer.models import registry as encoder_registry
 from trainer.schema import ConfigError
 from trainer.tasks.base import Task
-from trainer.tasks.classification import BinaryClassificationTask
+from trainer.tasks.classification import BinaryClassificationTask, MulticlassClassificationTask
+from trainer.tasks.multilabel import MultilabelClassificationTask
+from trainer.tasks.regression import RegressionTask
 
-TASKS: dict[str, type[Task]] = {"binary": BinaryClassificationTask}
+TASKS: dict[str, type[Task]] = {
+    "binary": BinaryClassificationTask,
+    "multiclass": MulticlassClassificationTask,
+    "regression": RegressionTask,
+    "multilabel": MultilabelClassificationTask,
+}
 
 
 def task_class(name: str) -> type[Task]:
@@ -23,5 +30,6 @@ def task_class(name: str) -> type[Task]:
 
 def build_task(experiment: Any) -> Task:
     """The configured task on the configured encoder family, resolved and checked for this run."""
+    kind = task_class(experiment.task.type)
     encoder = encoder_registry.resolve(experiment.model, experiment.data.seq_length)
-    return task_class(experiment.task.type)(encoder, experiment.model, experiment.data)
+    return kind(encoder, experiment.model, experiment.data, experiment.task)

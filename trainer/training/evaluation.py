@@ -4,14 +4,22 @@ import time
 from typing import Any
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from trainer.data.examples import Examples
 from trainer.data.input_plan import InputPlan
 from trainer.run_dir import RunDirectory, summaries_name
-from trainer.tasks.base import Task
+from trainer.tasks.base import Predictions, Task
 from trainer.training import steps
+
+
+def _predictions(batches: list[list[np.ndarray]]) -> Predictions:
+    """The labels and outputs of every real example of the gathered batches (padding slots dropped)."""
+    labels, outputs, weights = (np.concatenate(column) for column in zip(*batches))
+    real = weights > 0
+    return Predictions(labels[real], outputs[real])
 
 
 class Evaluator:
@@ -41,11 +49,14 @@ class Evaluator:
             metric.reset_state()
         plan = self.input_plan.eval_plan(examples, split_name, self.global_batch_size)
         start = time.time()
+        collected: list[list[np.ndarray]] = []
         for batch_index, inputs in enumerate(self.input_plan.distribute(examples, plan), start=1):
-            self.step_functions.run(inputs)
+            gathered = self.step_functions.run(inputs)
+            if gathered is not None:
+                collected.append([value.numpy() for value in gathered])
             if batch_index % 50 == 0:
                 logging.info("eval %s: batch %d/%d", split_name, batch_index, len(plan))
-        results = self.task.aggregate(self.metrics)
+        results = self.task.aggregate(self.metrics, _predictions(collected) if collected else None)
         scalars = {name: value for name, value in results.items() if isinstance(value, float)}
         logging.info(
             "eval %s at step %d: %s (%.1f examples/s)",

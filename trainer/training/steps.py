@@ -89,17 +89,22 @@ def build_train_step(
 def build_eval_step(
     task: Task, model: tf_keras.Model, metrics: Metrics, strategy: tf.distribute.Strategy, jit_compile: bool
 ) -> StepFunctions:
-    """`run(batch)` adds one distributed batch (features, labels, weights) to `metrics`."""
+    """`run(batch)` adds one distributed batch (features, labels, weights) to `metrics`; for a task that
+    collects predictions it returns the batch's (labels, outputs, weights), gathered from every replica."""
 
     @tf.function(jit_compile=jit_compile)
     def outputs_fn(features):
         return model(features, training=False)
 
     def step_fn(features, labels, weights):
-        task.validation_step(outputs_fn, features, labels, weights, metrics)
+        outputs = task.validation_step(outputs_fn, features, labels, weights, metrics)
+        return labels, outputs, weights
 
     @tf.function
     def run(inputs):
-        strategy.run(step_fn, args=inputs)
+        per_replica = strategy.run(step_fn, args=inputs)
+        if task.collects_predictions:
+            return [strategy.gather(value, axis=0) for value in per_replica]
+        return None
 
     return StepFunctions(run=run, traced=outputs_fn)

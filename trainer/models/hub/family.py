@@ -35,5 +35,6 @@ class HubFamily(EncoderFamily):
     def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         return HubPreprocessor(self.model_config.hub_preprocessor, self.seq_length, truncation)
 
-    def build_encoder(self, trainable: bool) -> tf_keras.layers.Layer:
+    def build_encoder(self, trainable: bool, sequence_output: bool = False) -> tf_keras.layers.Layer:
+        del sequence_output  # Hub encoders always return both.
         return loading.keras_layer(self.model_config.hub_encoder, "--config.model.hub_encoder", trainable)

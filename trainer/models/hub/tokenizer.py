@@ -23,9 +23,12 @@ class HubPreprocessor(Tokenizer):
         tokens = self._preprocessor.tokenize(texts)
         return tokens.merge_dims(1, 2) if self._pieces_per_word else tokens
 
-    def _pack(self, token_ids: tf.RaggedTensor) -> dict[str, tf.Tensor]:
+    def _pack(self, segments: list[tf.RaggedTensor]) -> dict[str, tf.Tensor]:
         if self._pieces_per_word:  # Give each kept piece a word of its own.
-            flat = token_ids.flat_values
-            pieces = tf.RaggedTensor.from_row_lengths(flat, tf.ones_like(flat, tf.int64))
-            token_ids = token_ids.with_flat_values(pieces)
-        return self._preprocessor.bert_pack_inputs([token_ids], seq_length=self.seq_length)
+            segments = [
+                segment.with_flat_values(
+                    tf.RaggedTensor.from_row_lengths(segment.flat_values, tf.ones_like(segment.flat_values, tf.int64))
+                )
+                for segment in segments
+            ]
+        return self._preprocessor.bert_pack_inputs(segments, seq_length=self.seq_length)
