@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -159,19 +160,20 @@ sys.modules["configs"] = None
 import tensorflow as tf
 import tensorflow_text  # noqa: F401
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
-texts = json.loads(sys.stdin.read())
-probabilities = serve(text=tf.constant(texts, dtype=tf.string))["probability"].numpy().tolist()
-print(json.dumps(probabilities))
+inputs = {name: tf.constant(texts, dtype=tf.string) for name, texts in json.loads(sys.stdin.read()).items()}
+outputs = {name: value.numpy().tolist() for name, value in serve(**inputs).items()}
+print(json.dumps({name: [v.decode() if isinstance(v, bytes) else v for v in values] for name, values in outputs.items()}))
 """
 
 
-def serve_in_fresh_process(export_path, texts: list[str], cwd) -> list[float]:
-    """Probabilities from a process that imports only tensorflow and tensorflow_text."""
+def serve_outputs_in_fresh_process(export_path, texts: list[str], cwd, text_pairs: list[str] | None = None) -> dict:
+    """The serving signature's outputs, from a process that imports only tensorflow and tensorflow_text."""
     env = subprocess_env()
     env.pop("PYTHONPATH")
+    inputs = {"text": texts, **({"text_pair": text_pairs} if text_pairs is not None else {})}
     served = subprocess.run(
         [sys.executable, "-c", _SERVE_SCRIPT, str(export_path)],
-        input=json.dumps(texts),
+        input=json.dumps(inputs),
         capture_output=True,
         text=True,
         env=env,
@@ -182,14 +184,26 @@ def serve_in_fresh_process(export_path, texts: list[str], cwd) -> list[float]:
     return json.loads(served.stdout.strip().splitlines()[-1])
 
 
-def in_process_probabilities(model_dir, texts: list[str]):
-    """Probabilities from the latest checkpoint, computed here with the project's own model."""
+def serve_in_fresh_process(export_path, texts: list[str], cwd) -> list[float]:
+    """Positive-class probabilities of a binary model, from a process without this project."""
+    return serve_outputs_in_fresh_process(export_path, texts, cwd)["probability"]
+
+
+def in_process_outputs(model_dir, texts: list[str], text_pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The task's serving outputs from the latest checkpoint, computed here with the project's own model."""
     config = experiment.parse(json.loads((model_dir / "config.json").read_text()))
     task = task_registry.build_task(config)
+    task.prepare_labels(None, config.task.labels, str(model_dir))
     model = task.build_model()
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(model_dir / "checkpoints")).expect_partial()
-    logits = model(task.build_tokenizer()(tf.constant(texts)), training=False)
-    return tf.sigmoid(logits).numpy()
+    pairs = tf.constant(text_pairs) if text_pairs is not None else None
+    outputs = model(task.build_tokenizer()(tf.constant(texts), pairs), training=False)
+    return {name: value.numpy() for name, value in task.serving_outputs(outputs).items()}
+
+
+def in_process_probabilities(model_dir, texts: list[str]):
+    """Positive-class probabilities of a binary model, computed here from its latest checkpoint."""
+    return in_process_outputs(model_dir, texts)["probability"]
 
 
 def build_trainer(config, strategy, model_dir, train_size: int = 0) -> Trainer:

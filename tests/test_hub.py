@@ -33,20 +33,20 @@ class HubStylePreprocessor(tf.Module):
             tf.lookup.KeyValueTensorInitializer(vocab, tf.range(len(vocab), dtype=tf.int64)), num_oov_buckets=1
         )
         self._tokenizer = tf_text.BertTokenizer(lookup, token_out_type=tf.int64, lower_case=True)
+        # Like TF Hub's preprocessors, packing takes one segment or two: trace both before saving.
+        segment = tf.RaggedTensorSpec([None, None, None], tf.int32, ragged_rank=2)
+        for count in (1, 2):
+            self.bert_pack_inputs.get_concrete_function([segment] * count, tf.TensorSpec([], tf.int32))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def tokenize(self, texts):
         return tf.cast(self._tokenizer.tokenize(texts), tf.int32)
 
-    @tf.function(
-        input_signature=[
-            [tf.RaggedTensorSpec([None, None, None], tf.int32, ragged_rank=2)],
-            tf.TensorSpec([], tf.int32),
-        ]
-    )
+    @tf.function
     def bert_pack_inputs(self, segments, seq_length):
-        tokens = segments[0].merge_dims(1, 2)[:, : seq_length - 2]
-        ids, type_ids = tf_text.combine_segments([tokens], self._cls, self._sep)
+        tokens = [segment.merge_dims(1, 2) for segment in segments]
+        tokens[0] = tokens[0][:, : seq_length - len(segments) - 1]  # Packing cuts a long single text.
+        ids, type_ids = tf_text.combine_segments(tokens, self._cls, self._sep)
         word_ids, mask = tf_text.pad_model_inputs(ids, seq_length)
         type_ids, _ = tf_text.pad_model_inputs(type_ids, seq_length)
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
@@ -67,6 +67,17 @@ def hub_models(tmp_path_factory, vocab_path) -> tuple[str, str]:
     export_hub_encoder(str(root / "encoder"), vocab_size)
     tf.saved_model.save(HubStylePreprocessor(vocab_path), str(root / "preprocessor"))
     return str(root / "encoder"), str(root / "preprocessor")
+
+
+def test_hub_preprocessor_packs_pairs_like_the_native_tokenizer(hub_models, vocab_path):
+    texts = tf.constant(["good great wonderful excellent love brilliant", "a", ""])
+    pairs = tf.constant(["bad awful", "the plot was " * 20, "fun"])
+    for seq_length in (8, 16):
+        hub = HubPreprocessor(hub_models[1], seq_length)(texts, pairs)
+        native = WordPieceTokenizer(vocab_path, seq_length)(texts, pairs)
+        for key, value in native.items():
+            np.testing.assert_array_equal(hub[key], value, err_msg=f"{seq_length}: {key}")
+        assert hub["input_type_ids"].numpy()[0].max() == 1
 
 
 def test_hub_preprocessor_packs_like_the_native_tokenizer(hub_models, vocab_path):

@@ -56,10 +56,14 @@ def read_tfds(
     report = TextReport(f"TFDS {name}", seq_length)
     rows: dict[str, list[tuple]] = {}
     for split_name, tfds_split in (("train", "train"), ("test", test_split)):
-        if tfds_split not in builder.info.splits:
+        try:
+            dataset = builder.as_dataset(split=tfds_split)
+        except (KeyError, ValueError):  # A dataset without this split.
+            if split_name == "train":
+                raise DataError(f"TFDS {name} has no train split.") from None
             continue
         rows[split_name] = []
-        for i, record in enumerate(tfds.as_numpy(builder.as_dataset(split=tfds_split))):
+        for i, record in enumerate(tfds.as_numpy(dataset)):
             texts = [report.decode(record[f]) for f in (text_feature, pair_feature) if f]
             label = record[label_feature].item()
             if class_names is not None and 0 <= label < len(class_names):
