@@ -19,7 +19,14 @@ in what is trained. --config.train.learning_rate and
 --config.model.head_hidden_size apply to the fine-tuned run only.
 
 Then writes the report of both runs to <model_dir>/report/ (see experiments.report)
-and logs the accuracy of each on one line.
+and logs one line comparing them on the test split (validation when a run has no
+test split), by the main metric of the task type (config task.type):
+
+  binary      accuracy (and ROC-AUC); the change in points of accuracy
+  multiclass  accuracy (and macro-F1); the change in points, higher is better
+  multilabel  micro-F1 (and macro-F1); the change in points, higher is better
+  regression  MAE (and Pearson's r); the change in MAE, lower is better, so a
+              negative change means fine-tuning helped
 
 Exit status: 0, or that of the run that failed (2: bad flag, config or data;
 3: diverged; 143: preempted). After a preemption (SIGTERM, forwarded to the
@@ -245,14 +252,40 @@ def train_run(name: str, trainer_flags: list[str], run_dir: str) -> None:
         raise RunFailedError(name, EXIT_PREEMPTED)
 
 
+# By task type: (main metric, its name, second metric, its name); metrics.json keys.
+SUMMARY_METRICS = {
+    "binary": ("accuracy", "accuracy", "auc", "ROC-AUC"),
+    "multiclass": ("accuracy", "accuracy", "macro_f1", "macro-F1"),
+    "multilabel": ("micro_f1", "micro-F1", "macro_f1", "macro-F1"),
+    "regression": ("mae", "MAE", "pearson", "Pearson"),
+}
+
+
+def _metric_text(results: dict, key: str) -> str:
+    value = results.get(key)
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
+
+
 def _summary_line(runs: dict[str, report.Run]) -> str:
+    """One line: each run's main metric (and a second one) and the change fine-tuning makes to it."""
     split = "test" if all("test" in run.splits() for run in runs.values()) else "validation"
+    task_type = runs["finetuned"].task_type
+    key, name, second_key, second_name = SUMMARY_METRICS.get(task_type, SUMMARY_METRICS["binary"])
     parts = [
-        f"{name} accuracy {run.metrics[split]['accuracy']:.4f} (ROC-AUC {run.metrics[split]['auc']:.4f})"
-        for name, run in runs.items()
+        f"{run_name} {name} {_metric_text(run.metrics[split], key)} "
+        f"({second_name} {_metric_text(run.metrics[split], second_key)})"
+        for run_name, run in runs.items()
     ]
-    gain = runs["finetuned"].metrics[split]["accuracy"] - runs["frozen"].metrics[split]["accuracy"]
-    return f"Frozen vs fine-tuned on the {split} split: {', '.join(parts)}; fine-tuning {100 * gain:+.2f} points."
+    before, after = (runs[run_name].metrics[split].get(key) for run_name in ("frozen", "finetuned"))
+    if not all(isinstance(value, (int, float)) for value in (before, after)):
+        change = f"no change to report: a run has no {name}"
+    elif key in report.LOWER_IS_BETTER:
+        change = f"fine-tuning {after - before:+.4f} {name} (lower is better)"
+    elif task_type == "binary":
+        change = f"fine-tuning {100 * (after - before):+.2f} points"
+    else:
+        change = f"fine-tuning {100 * (after - before):+.2f} points of {name} (higher is better)"
+    return f"Frozen vs fine-tuned on the {split} split: {', '.join(parts)}; {change}."
 
 
 def compare(pass_through: list[str], model_dir: str) -> str | None:

@@ -162,7 +162,8 @@ import tensorflow_text  # noqa: F401
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 inputs = {name: tf.constant(texts, dtype=tf.string) for name, texts in json.loads(sys.stdin.read()).items()}
 outputs = {name: value.numpy().tolist() for name, value in serve(**inputs).items()}
-print(json.dumps({name: [v.decode() if isinstance(v, bytes) else v for v in values] for name, values in outputs.items()}))
+decoded = {name: [v.decode() if isinstance(v, bytes) else v for v in values] for name, values in outputs.items()}
+print(json.dumps(decoded))
 """
 
 
