@@ -15,6 +15,7 @@ from absl import logging
 from trainer.schema import (
     ABOVE_ZERO,
     AT_LEAST_ZERO,
+    FACTOR,
     FINITE_AT_LEAST_ZERO,
     POSITIVE,
     RATE,
@@ -35,6 +36,7 @@ JIT_COMPILE = ("auto", "true", "false")
 NAN_POLICIES = ("stop", "skip")
 COMMUNICATIONS = ("auto", "ring", "nccl")
 LR_SCALINGS = ("none", "linear")
+BEST_MODES = ("auto", "max", "min")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,33 @@ class TrainConfig:
     eval_every_steps: int = option(0, "Validation every this many steps (0: once per epoch).", AT_LEAST_ZERO)
     checkpoint_every_steps: int = option(500, "A checkpoint every this many steps (and at the end).", POSITIVE)
     keep_checkpoints: int = option(3, "How many recent checkpoints are kept.", POSITIVE)
+    eval_during_training: bool = option(
+        True, "Evaluate the validation split while training (off: leave it to a --mode=continuous_eval process)."
+    )
+    best_metric: str = option(
+        "",
+        "Keep the checkpoint with the best value of this validation metric in model_dir/best/ and export it "
+        "(e.g. validation/accuracy, validation/macro_f1, validation/loss; empty: export the last step).",
+    )
+    best_mode: str = option(
+        "auto", "max or min: which way best_metric improves (auto: min for loss, mae and mse).", choices=BEST_MODES
+    )
+    early_stopping_patience: int = option(
+        0, "Stop after this many evaluations without improving best_metric (0: never).", AT_LEAST_ZERO
+    )
+    min_delta: float = option(0.0, "best_metric must improve by more than this to count.", FINITE_AT_LEAST_ZERO)
+    ema_decay: float = option(
+        0.0,
+        "Keep an exponential moving average of the weights with this decay (e.g. 0.999); evaluation, the best "
+        "checkpoint and the export then use the averaged weights (0: off).",
+        RATE,
+    )
+    layer_decay: float = option(
+        1.0,
+        "Layer-wise learning-rate decay: an encoder layer's rate is multiplied by this to the power of its depth "
+        "from the top (the embeddings deepest; 1: off).",
+        FACTOR,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +251,14 @@ def check_combinations(experiment: Experiment) -> None:
     ):
         if columns[first] == columns[second]:
             raise ConfigError(f"--config.data.{first} and --config.data.{second} are both {columns[first]!r}.")
+    if train.best_metric and not train.best_metric.startswith("validation/"):
+        raise ConfigError(
+            f"--config.train.best_metric={train.best_metric!r}: a validation metric, such as validation/accuracy."
+        )
+    if train.early_stopping_patience and not train.best_metric:
+        raise ConfigError(
+            "--config.train.early_stopping_patience needs --config.train.best_metric, the metric it watches."
+        )
     if train.steps and train.eval_every_steps > train.steps:
         logging.warning(
             "--config.train.eval_every_steps=%d exceeds --config.train.steps=%d: validation runs only at the end.",

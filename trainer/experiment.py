@@ -17,7 +17,7 @@ from trainer import strategy as strategy_lib
 from trainer.config import Experiment, check_combinations
 from trainer.data import sources
 from trainer.models import registry as encoder_registry
-from trainer.schema import build, to_dict
+from trainer.schema import ConfigError, build, to_dict
 from trainer.tasks import registry as task_registry
 
 
@@ -44,7 +44,13 @@ def parse(config: ml_collections.ConfigDict | Mapping[str, Any]) -> Experiment:
     }
     experiment = build(Experiment, {**values, "model": model_values})
     family = encoder_registry.family_class(experiment.model.encoder)
-    task_registry.task_class(experiment.task.type)
+    task = task_registry.task_class(experiment.task.type)
+    best = experiment.train.best_metric.removeprefix("validation/")
+    if best and best not in task.metric_names:
+        raise ConfigError(
+            f"--config.train.best_metric={experiment.train.best_metric!r}: a {experiment.task.type} task evaluates "
+            f"{', '.join(f'validation/{name}' for name in task.metric_names)}."
+        )
     model = dataclasses.replace(experiment.model, architecture=architectures.get(experiment.model.encoder))
     family.check_config(model)
     experiment = dataclasses.replace(experiment, model=model)

@@ -10,6 +10,7 @@ Exit statuses: 0 done, 2 bad input, 3 diverged, 1 crash or failed write,
 143 stopped early (restart to resume); see trainer/errors.py.
 """
 
+import contextlib
 import os
 import sys
 import traceback
@@ -31,12 +32,14 @@ from trainer.serving import predict as predict_lib
 from trainer.tasks import registry as task_registry
 from trainer.tasks.base import Task
 from trainer.training import precision, steps
+from trainer.training.averaging import WeightAverages
 from trainer.training.checkpointing import CheckpointError, restore_model
 from trainer.training.evaluation import Evaluator
 from trainer.training.loop import Trainer
+from trainer.training.selection import ModelSelection
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "minilm_imdb.py")
-MODES = ("train_and_evaluate", "train", "evaluate", "export", "predict")
+MODES = ("train_and_evaluate", "train", "evaluate", "continuous_eval", "export", "predict")
 
 # Python errors that ml_collections raises for a --config.* override it rejects
 # (an unknown key, a value of the wrong type); absl would let them through as tracebacks.
@@ -98,21 +101,44 @@ flags.DEFINE_string("model_dir", "runs/default", "Checkpoints, summaries, metric
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default ~/tensorflow_datasets).")
 flags.DEFINE_multi_string("text", [], "--mode=predict: a text to classify (repeatable).")
 flags.DEFINE_string("input_file", None, "--mode=predict: a file with one text per line.")
+flags.DEFINE_string(
+    "checkpoint",
+    "latest",
+    "--mode=export/evaluate: which weights: latest (the newest checkpoint), best (model_dir/best/, kept by "
+    "train.best_metric) or a checkpoint's path (model_dir/checkpoints/ckpt-500).",
+)
+flags.DEFINE_integer(
+    "eval_timeout_seconds",
+    3600,
+    "--mode=continuous_eval: stop when no new checkpoint has appeared for this long (it also stops after the "
+    "final step's).",
+)
 
 FLAGS = flags.FLAGS
 
 
-def _export_checkpoint(task: Task, run_dir: RunDirectory) -> str | None:
-    """Exports the newest checkpoint's model (chief only); returns the export's path."""
+def _restore(model: tf_keras.Model, run_dir: RunDirectory, which: str, ema_decay: float) -> int:
+    """Restores the weights `which` names (see --checkpoint) into `model`: the averaged ones when the run
+    kept averages (best/ holds the weights that were evaluated); returns the step."""
+    if not ema_decay or which == "best":
+        return restore_model(model, run_dir.path, which)
+    averages = WeightAverages(model, ema_decay)
+    step = restore_model(model, run_dir.path, which, averages=averages)
+    averages.apply()
+    return step
+
+
+def _export_checkpoint(task: Task, run_dir: RunDirectory, ema_decay: float) -> str | None:
+    """Exports the --checkpoint model (chief only); returns the export's path."""
     if not run_dir.is_chief:
         return None
     # Outside the strategy's scope: restoring and exporting take no collective.
     model = task.build_model()
-    step = restore_model(model, run_dir.path)
+    step = _restore(model, run_dir, FLAGS.checkpoint, ema_decay)
     return export_lib.export(task, task.build_tokenizer(), model, run_dir.export, step)
 
 
-def _predict(task: Task, run_dir: RunDirectory) -> None:
+def _predict(task: Task, run_dir: RunDirectory, ema_decay: float) -> None:
     # Invalid UTF-8 in argv arrives as lone surrogates, which TensorFlow and stdout reject.
     texts = [text.encode("utf-8", "replace").decode("utf-8") for text in FLAGS.text]
     if FLAGS.input_file:
@@ -127,7 +153,7 @@ def _predict(task: Task, run_dir: RunDirectory) -> None:
     if loaded is None:
         logging.info("No usable export in %s: exporting the latest checkpoint.", run_dir.export)
         try:
-            export_path = _export_checkpoint(task, run_dir)
+            export_path = _export_checkpoint(task, run_dir, ema_decay)
         except CheckpointError:
             found = ", ".join(os.path.relpath(p, run_dir.path) for p in export_lib.complete_exports(run_dir.export))
             raise errors.UserError(
@@ -167,15 +193,15 @@ def run(config: Experiment, config_values: dict) -> None:
     if FLAGS.mode in ("predict", "export"):
         task.prepare_labels(None, recorded_labels, run_dir.path)
         if FLAGS.mode == "predict":
-            _predict(task, run_dir)
+            _predict(task, run_dir, config.train.ema_decay)
         else:
-            _export_checkpoint(task, run_dir)
+            _export_checkpoint(task, run_dir, config.train.ema_decay)
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
     task.prepare_labels(data.train, recorded_labels, run_dir.path)
     config_values["task"]["labels"] = list(task.label_names)
-    training = FLAGS.mode != "evaluate"
+    training = FLAGS.mode not in ("evaluate", "continuous_eval")
     steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size) if training else 0
     validation = data.validation if len(data.validation) else None
     with strategy.scope():
@@ -192,11 +218,15 @@ def run(config: Experiment, config_values: dict) -> None:
     )
     jit_compile = steps.resolve_jit_compile(config.train.jit_compile)
     evaluator = Evaluator(task, model, strategy, input_plan, run_dir, config.eval.batch_size, jit_compile)
+    if FLAGS.mode == "continuous_eval":
+        _continuous_eval(config, task, model, strategy, evaluator, data, steps_per_epoch)
+        return
     if not training:
         split_name, examples = ("test", data.test) if data.test is not None else ("validation", validation)
         if examples is None:
             raise errors.UserError("--mode=evaluate needs a test split or --config.data.validation_fraction > 0.")
-        step = restore_model(model, run_dir.path)
+        with strategy.scope():
+            step = _restore(model, run_dir, FLAGS.checkpoint, config.train.ema_decay)
         run_dir.write_metrics({split_name: evaluator.evaluate(examples, split_name, step)}, step=step)
         return
 
@@ -209,18 +239,77 @@ def run(config: Experiment, config_values: dict) -> None:
     run_dir.write_config(config_values)
     evaluate = FLAGS.mode == "train_and_evaluate"
     trainer.train(data.train, validation if evaluate else None)
-    if evaluate:
-        results = {"validation": evaluator.evaluate(validation, "validation", trainer.step)} if validation else {}
-        if data.test is not None:
-            results["test"] = evaluator.evaluate(data.test, "test", trainer.step)
+    results = {"validation": trainer.validate(validation, trainer.step)} if evaluate and validation else {}
+    _finish(trainer, data.test if evaluate else None, results, steps_per_epoch * evaluate)
+
+
+def _finish(trainer: Trainer, test: sources.Examples | None, results: dict, steps_per_epoch: int) -> None:
+    """Exports the model (the best checkpoint's when there is one, the last step's beside it), evaluates
+    the exported model on the test split, and records the results in metrics.json."""
+    run_dir, task, step = trainer.run_dir, trainer.task, trainer.step
+    tokenizer = trainer.input_plan.tokenizer
+    best_step = int(trainer.selection.best_step.numpy()) if trainer.selection.enabled else -1
+    if 0 <= best_step != step:
+        if run_dir.is_chief:
+            with trainer.averaged():
+                export_lib.export(task, tokenizer, trainer.model, run_dir.export_last, step)
+        # The best checkpoint holds the weights that were evaluated (averaged ones, with EMA).
+        restore_model(trainer.model, run_dir.path, "best")
+    exported = best_step if best_step >= 0 else step
+    with trainer.averaged() if exported == step else contextlib.nullcontext():
+        if test is not None:
+            results["test"] = trainer.evaluator.evaluate(test, "test", exported)
+        if run_dir.is_chief:
+            export_lib.export(task, tokenizer, trainer.model, run_dir.export, exported)
+    if results:
+        best = {"best": run_dir.read_best()} if best_step >= 0 else {}
+        trainer_config = trainer.config
         run_dir.write_metrics(
-            results,
-            step=trainer.step,
+            {**results, **best},
+            step=step,
+            exported_step=exported,
             steps_per_epoch=steps_per_epoch,
-            examples_trained=trainer.step * config.train.batch_size,
+            examples_trained=step * trainer_config.batch_size,
         )
-    if run_dir.is_chief:
-        export_lib.export(task, input_plan.tokenizer, model, run_dir.export, trainer.step)
+
+
+def _continuous_eval(
+    config: Experiment,
+    task: Task,
+    model: tf_keras.Model,
+    strategy: tf.distribute.Strategy,
+    evaluator: Evaluator,
+    data: sources.Splits,
+    steps_per_epoch: int,
+) -> None:
+    """Evaluates each new checkpoint of model_dir as it appears, beside a training job: validation (and
+    test) summaries in eval/ (eval_test/), the best checkpoint by train.best_metric in best/. Takes no lock;
+    a checkpoint removed by the trainer's rotation while it is read is skipped. Stops after the final
+    step's checkpoint, or when none has appeared for --eval_timeout_seconds."""
+    run_dir = evaluator.run_dir
+    final_step = config.train.steps or config.train.epochs * steps_per_epoch
+    validation = data.validation if len(data.validation) else None
+    with strategy.scope():
+        selection = ModelSelection(config.train, task.lower_is_better, model, strategy, run_dir)
+        averages = WeightAverages(model, config.train.ema_decay) if config.train.ema_decay else None
+    selection.resume(run_dir.read_best())
+    logging.info("Watching %s for checkpoints up to step %d.", run_dir.checkpoints, final_step)
+    for path in tf.train.checkpoints_iterator(run_dir.checkpoints, timeout=FLAGS.eval_timeout_seconds):
+        try:
+            step = restore_model(model, run_dir.path, path, **({"averages": averages} if averages else {}))
+        except CheckpointError as e:
+            logging.warning("Skipping %s: %s", path, e)
+            continue
+        if averages is not None:
+            averages.apply()
+        if validation is not None:
+            selection.observe(step, evaluator.evaluate(validation, "validation", step))
+        if data.test is not None:
+            evaluator.evaluate(data.test, "test", step)
+        if step >= final_step:
+            logging.info("Evaluated the final step, %d: done.", step)
+            return
+    logging.info("No new checkpoint for %d s (--eval_timeout_seconds): done.", FLAGS.eval_timeout_seconds)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

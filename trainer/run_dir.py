@@ -5,7 +5,9 @@
     config.json         the resolved config
     metrics.json        final metrics of each evaluated split, the step and what was trained
     checkpoints/        tf.train.CheckpointManager's directory (trainer/training/checkpointing.py)
-    export/<step>/      serving SavedModels (trainer/serving/export.py)
+    best/               the best checkpoint by train.best_metric, and best.json (trainer/training/selection.py)
+    export/<step>/      serving SavedModels (trainer/serving/export.py): the best one when there is a best
+    export_last/<step>/ the last step's, when it is not the best
     train/, eval/, eval_<split>/   TensorBoard summaries
 
 Only the chief writes records and summaries; other workers get no-op
@@ -34,6 +36,11 @@ LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
+# The best checkpoint by train.best_metric, and best.json (trainer/training/selection.py).
+BEST_DIR = "best"
+# The last step's export, when the best one is exported to export/.
+LAST_EXPORT_DIR = "export_last"
+BEST_FILE = "best.json"
 EXPORT_DIR = "export"
 TRAIN_SUMMARIES = "train"
 # A write probe, removed at once.
@@ -72,6 +79,7 @@ class RunDirectory:
         self.is_chief = is_chief
         self.checkpoints = os.path.join(path, CHECKPOINT_DIR)
         self.export = os.path.join(path, EXPORT_DIR)
+        self.export_last = os.path.join(path, LAST_EXPORT_DIR)
         # Created on first use, so nothing is written to model_dir before it is claimed.
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
 
@@ -143,6 +151,10 @@ class RunDirectory:
 
     def read_metrics(self) -> dict[str, Any]:
         return self._read_json(METRICS_FILE)
+
+    def read_best(self) -> dict[str, Any]:
+        """best/best.json: the best checkpoint's step and validation metrics ({} before there is one)."""
+        return self._read_json(os.path.join(BEST_DIR, BEST_FILE))
 
     def _read_json(self, name: str) -> dict[str, Any]:
         path = os.path.join(self.path, name)

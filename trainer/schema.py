@@ -40,6 +40,7 @@ ABOVE_ZERO = Rule(lambda value: value > 0 and math.isfinite(value), "must be > 0
 FINITE_AT_LEAST_ZERO = Rule(lambda value: value >= 0 and math.isfinite(value), "must be >= 0")
 RATE = Rule(lambda value: 0 <= value < 1, "must be in [0, 1)")
 UNIT_INTERVAL = Rule(lambda value: 0 <= value <= 1, "must be in [0, 1]")
+FACTOR = Rule(lambda value: 0 < value <= 1, "must be in (0, 1]")
 
 
 def option(default: Any, help: str, rule: Rule | None = None, choices: tuple[str, ...] | None = None) -> Any:

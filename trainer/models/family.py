@@ -18,6 +18,7 @@ was built with `pooled_output_only`, `sequence_output`).
 import abc
 import dataclasses
 import os
+import re
 from typing import Any, ClassVar
 
 from absl import logging
@@ -27,6 +28,9 @@ import tf_keras
 from trainer.models import hf_format
 from trainer.models.tokenizer import HEAD, Tokenizer, Truncation
 from trainer.schema import ConfigError
+
+# A transformer block's variables: .../layer_<i>/... (ALBERT: its one .../shared_layer/...).
+_BLOCK_NAME = re.compile(r"/(?:layer_(\d+)|shared_layer)/")
 
 
 class EncoderFamily(abc.ABC):
@@ -69,6 +73,25 @@ class EncoderFamily(abc.ABC):
     def describe(self) -> str:
         """One phrase for the log: which encoder this is."""
         return f"{self.name} encoder"
+
+    def layer_depths(self, variables: list[tf.Variable]) -> list[tuple[tf.Variable, int]]:
+        """Each encoder variable's depth from the top, for layer-wise learning rates: 1 for the last block,
+        one more per block below it, the embeddings deepest. Variables above the blocks (the pooler) and
+        outside the encoder are left out (depth 0).
+
+        By the names of this project's encoders (blocks `layer_<i>`, ALBERT's one `shared_layer`).
+        """
+        blocks = {v.ref(): _BLOCK_NAME.search(v.name) for v in variables}
+        indices = [int(match.group(1) or 0) for match in blocks.values() if match]
+        top = max(indices, default=-1)
+        depths = []
+        for variable in variables:
+            match = blocks[variable.ref()]
+            if match:
+                depths.append((variable, top - int(match.group(1) or 0) + 1))
+            elif "/embeddings/" in variable.name:
+                depths.append((variable, top + 2))
+        return depths
 
 
 class NativeFamily(EncoderFamily):

@@ -41,6 +41,10 @@ class Task(abc.ABC):
 
     # Scalar results shown on each progress line, in order.
     progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    # The scalar results of an evaluation, any of which train.best_metric can watch.
+    metric_names: ClassVar[tuple[str, ...]] = ("loss",)
+    # Results that are better lower.
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss", "mae", "mse"})
     # Whether evaluation hands `aggregate` every (label, output) pair, for what counts cannot give.
     collects_predictions: ClassVar[bool] = False
     # Whether the model's outputs are the labels' (its size depends on them).

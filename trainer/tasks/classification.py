@@ -21,6 +21,7 @@ class BinaryClassificationTask(Task):
     is the positive class: sorted, or as `task.labels` orders them).
     """
 
+    metric_names = ("loss", "accuracy", "auc", "precision", "recall", "f1")
     progress_metrics = ("loss", "accuracy")
 
     # Whether the data label by 0/1 (each label then checked as it is encoded, naming its line) or by names.
@@ -124,6 +125,7 @@ class MulticlassClassificationTask(Task):
     of the predicted label and the share within one of the true one."""
 
     needs_label_names = True
+    metric_names = ("loss", "accuracy", "macro_f1", "mae", "within_one")
     progress_metrics = ("loss", "accuracy")
 
     def fit(self, labels_read: np.ndarray, ids: np.ndarray) -> None:

@@ -18,6 +18,7 @@ class MultilabelClassificationTask(Task):
     """
 
     needs_label_names = True
+    metric_names = ("loss", "micro_f1", "macro_f1", "auc")
     progress_metrics = ("loss", "micro_f1")
 
     def fit(self, labels_read: np.ndarray, ids: np.ndarray) -> None:

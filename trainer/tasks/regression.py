@@ -39,6 +39,7 @@ class RegressionTask(Task):
     deviation 1 (the training data's) and its output is scaled back inside it.
     """
 
+    metric_names = ("loss", "mae", "mse", "pearson", "spearman", "within_one")
     progress_metrics = ("loss", "mae")
     collects_predictions = True
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras
 
 from trainer.errors import UserError, WriteError
-from trainer.run_dir import CHECKPOINT_DIR
+from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR
 
 _WORKER_DIR_PREFIX = ".tmp-worker-"
 # CheckpointManager names a checkpoint saved with checkpoint_number=step "ckpt-<step>".
@@ -42,16 +42,19 @@ class Checkpoints:
         checkpoint: tf.train.Checkpoint,
         model_dir: str,
         keep: int,
-        step_counter: tf.Variable,
+        step_counter: tf.Variable | None,
         is_chief: bool,
         worker_id: int = 0,
         num_workers: int = 1,
+        subdir: str = CHECKPOINT_DIR,
     ):
+        """Checkpoints of `checkpoint` in model_dir/`subdir` (non-chief workers: in a temporary directory)."""
         self.checkpoint = checkpoint
         self.model_dir = model_dir
-        self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.subdir = subdir
+        self.directory = os.path.join(model_dir, subdir)
         self.is_chief = is_chief
-        self._write_dir = self.directory if is_chief else _worker_dir(model_dir, worker_id)
+        self._write_dir = self.directory if is_chief else os.path.join(_worker_dir(model_dir, worker_id), subdir)
         self._worker_id, self._num_workers = worker_id, num_workers
         self._manager = tf.train.CheckpointManager(
             checkpoint, self._write_dir, max_to_keep=keep, step_counter=step_counter
@@ -74,7 +77,7 @@ class Checkpoints:
 
     def restore(self) -> str | None:
         """Restores the newest readable checkpoint; returns its path, or None if there is none."""
-        return restore_newest(self.checkpoint, self.model_dir)
+        return restore_newest(self.checkpoint, self.model_dir, self.subdir)
 
     def save(self, step: int) -> str:
         """Saves on every worker; only the chief's copy stays. Returns a description for the log.
@@ -84,7 +87,7 @@ class Checkpoints:
         try:
             path = self._manager.save(checkpoint_number=step)
             if not self.is_chief:
-                tf.io.gfile.rmtree(self._write_dir)
+                tf.io.gfile.rmtree(_worker_dir(self.model_dir, self._worker_id))
                 return f"step {step} (this worker's copy removed; the chief keeps {self.directory})"
         except (tf.errors.OpError, OSError) as e:
             candidates = self.candidates()
@@ -97,14 +100,31 @@ class Checkpoints:
         return path
 
 
-def restore_model(model: tf_keras.Model, model_dir: str) -> int:
-    """Restores only the model's weights from the newest readable checkpoint of `model_dir`; returns its step.
+def restore_model(model: tf_keras.Model, model_dir: str, which: str = "latest", **tracked: tf.Module) -> int:
+    """Restores the model's weights (and `tracked` objects saved beside it) without the optimizer; returns the step.
 
-    For export, predict and evaluation, which need no optimizer. Raises CheckpointError if there is none.
+    `which`: "latest" (the newest readable checkpoint of model_dir), "best" (model_dir/best/) or a
+    checkpoint's path. For export, predict and evaluation. Raises CheckpointError if there is none.
     """
-    path = restore_newest(tf.train.Checkpoint(model=model), model_dir)
+    checkpoint = tf.train.Checkpoint(model=model, **tracked)
+    if which in ("latest", "best"):
+        subdir = CHECKPOINT_DIR if which == "latest" else BEST_DIR
+        path = restore_newest(checkpoint, model_dir, subdir)
+    else:
+        path = which
+        try:
+            _read_every_tensor(path)
+        except (tf.errors.OpError, ValueError) as e:
+            raise CheckpointError(
+                f"--checkpoint={path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})."
+            ) from None
+        _restore(checkpoint, path, model_dir)
     if path is None:
-        raise CheckpointError(f"--model_dir={model_dir} has no checkpoint: train first, or point at a trained run.")
+        raise CheckpointError(
+            f"--model_dir={model_dir} has no {'best ' if which == 'best' else ''}checkpoint"
+            f"{' (set --config.train.best_metric while training)' if which == 'best' else ''}: train first, "
+            "or point at a trained run."
+        )
     logging.info("Restored the model from %s.", path)
     return int(_STEP_SUFFIX.search(path).group(1))
 
@@ -119,29 +139,34 @@ def complete_checkpoints(directory: str) -> list[str]:
     return [p for p in reversed(paths) if tf.io.gfile.exists(f"{p}.index")]
 
 
-def restore_newest(checkpoint: tf.train.Checkpoint, model_dir: str) -> str | None:
+def restore_newest(checkpoint: tf.train.Checkpoint, model_dir: str, subdir: str = CHECKPOINT_DIR) -> str | None:
     """Restores the newest checkpoint of model_dir that reads whole into `checkpoint`; returns its path or None.
 
     A checkpoint that cannot be read is skipped with a warning for the previous one;
     one that reads but does not fit the objects raises CheckpointError.
     """
-    for path in complete_checkpoints(os.path.join(model_dir, CHECKPOINT_DIR)):
+    for path in complete_checkpoints(os.path.join(model_dir, subdir)):
         try:
             _read_every_tensor(path)
         except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, IndexError) as e:
+            # Torn, or removed by the keep-K rotation while a continuous evaluator read it.
             logging.warning("Skipping unreadable checkpoint %s (%s).", path, str(e).splitlines()[0][:200])
             continue
-        try:
-            # Export and evaluation restore the model alone: the optimizer's values stay unread.
-            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-            raise CheckpointError(
-                f"--model_dir={model_dir} holds {path}, which does not fit the configured model "
-                f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
-                "with (config.json there)."
-            ) from e
+        _restore(checkpoint, path, model_dir)
         return path
     return None
+
+
+def _restore(checkpoint: tf.train.Checkpoint, path: str, model_dir: str) -> None:
+    try:
+        # Export and evaluation restore the model alone: the optimizer's values stay unread.
+        checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise CheckpointError(
+            f"--model_dir={model_dir} holds {path}, which does not fit the configured model "
+            f"({str(e).splitlines()[0][:300]}). Use a new --model_dir, or the config it was trained "
+            "with (config.json there)."
+        ) from e
 
 
 def _worker_dir(model_dir: str, worker_id: int) -> str:

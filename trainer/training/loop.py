@@ -8,6 +8,8 @@ on. It names no metric of the task: progress lines and summaries show what
 the task aggregates.
 """
 
+from collections.abc import Iterator
+import contextlib
 import hashlib
 import signal
 import time
@@ -27,8 +29,10 @@ from trainer.run_dir import TRAIN_SUMMARIES, RunDirectory
 from trainer.schema import ConfigError
 from trainer.tasks.base import Task
 from trainer.training import optimization, precision, steps
+from trainer.training.averaging import WeightAverages
 from trainer.training.checkpointing import Checkpoints
 from trainer.training.evaluation import Evaluator
+from trainer.training.selection import ModelSelection
 
 
 class TrainingDivergedError(DivergedError):
@@ -74,6 +78,17 @@ class Trainer:
             optimizer = optimization.create_optimizer(
                 learning_rate, max(self.total_steps, 1), config.warmup_fraction, config.weight_decay
             )
+            if config.layer_decay < 1:
+                depths = task.encoder.layer_depths(model.trainable_variables)
+                optimizer.set_rate_multipliers([(v, config.layer_decay**depth) for v, depth in depths])
+                logging.info(
+                    "Layer-wise learning-rate decay %g over %d encoder variables: x%.3g at the top block, "
+                    "x%.3g for the embeddings.",
+                    config.layer_decay,
+                    len(depths),
+                    config.layer_decay,
+                    config.layer_decay ** max((d for _, d in depths), default=0),
+                )
             self.optimizer = precision.wrap_optimizer(optimizer, config.precision)
             self.optimizer.build(model.trainable_variables)
             self.metrics = task.build_metrics()
@@ -83,6 +98,12 @@ class Trainer:
             self._skipped_variable = tf.Variable(
                 [-1] * max(config.max_nan_skips, 1), dtype=tf.int64, trainable=False, name="skipped_batches"
             )
+            self.averages = WeightAverages(model, config.ema_decay) if config.ema_decay else None
+        self.selection = ModelSelection(config, task.lower_is_better, model, strategy, run_dir)
+        # Only what this config uses: checkpoints of runs without it restore as before.
+        tracked = {"averages": self.averages} if self.averages is not None else {}
+        if self.selection.enabled:
+            tracked.update(self.selection.variables())
         self.skipped_positions: list[int] = []
         self.checkpoints = Checkpoints(
             tf.train.Checkpoint(
@@ -90,6 +111,7 @@ class Trainer:
                 optimizer=self.optimizer,
                 num_replicas=self._saved_replicas,
                 skipped_batches=self._skipped_variable,
+                **tracked,
             ),
             run_dir.path,
             config.keep_checkpoints,
@@ -100,7 +122,15 @@ class Trainer:
         )
         self.jit_compile = steps.resolve_jit_compile(config.jit_compile)
         self.step_functions = steps.build_train_step(
-            task, model, self.optimizer, self.metrics, strategy, config.batch_size, config.clip_norm, self.jit_compile
+            task,
+            model,
+            self.optimizer,
+            self.metrics,
+            strategy,
+            config.batch_size,
+            config.clip_norm,
+            self.jit_compile,
+            self.averages,
         )
         self._stop_requested = False
 
@@ -154,10 +184,28 @@ class Trainer:
             digest.update(variable.numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    @contextlib.contextmanager
+    def averaged(self) -> Iterator[None]:
+        """The model holds its averaged weights inside the block (with train.ema_decay; else as it is)."""
+        if self.averages is None:
+            yield
+            return
+        with self.averages.swapped_in():
+            yield
+
+    def validate(self, examples: Examples, step: int) -> dict:
+        """Evaluates the validation split (with the averaged weights, if any) and keeps the best checkpoint."""
+        with self.averaged():
+            results = self.evaluator.evaluate(examples, "validation", step)
+            self.selection.observe(step, results)
+        return results
+
     def train(self, examples: Examples, validation: Examples | None) -> None:
         """Trains from the current step (see `restore`) to the last, then saves a checkpoint."""
         self.checkpoints.remove_leftovers()
-        if self.step >= self.total_steps:
+        if self.selection.should_stop:
+            logging.info("Training stopped early at step %d (early stopping): not resumed.", self.step)
+        elif self.step >= self.total_steps:
             logging.info("Checkpoint is at step %d of %d: training is complete.", self.step, self.total_steps)
         else:
             lengths = self.input_plan.token_lengths(examples, "train")
@@ -206,7 +254,7 @@ class Trainer:
         window_start, window_step, run_start = time.time(), step, time.time()
         # The final checkpoint and evaluation are done by the caller, not here.
         periodic = {"log": config.log_every_steps, "checkpoint": config.checkpoint_every_steps}
-        if validation is not None and self.evaluator is not None and eval_every:
+        if validation is not None and self.evaluator is not None and eval_every and config.eval_during_training:
             periodic["eval"] = eval_every
         while step < self.total_steps:
             boundary = min([self.total_steps] + [_next_multiple(step, every) for every in periodic.values()])
@@ -244,7 +292,9 @@ class Trainer:
                 if "checkpoint" in due:
                     self._save_checkpoint()
                 if "eval" in due:
-                    self.evaluator.evaluate(validation, "validation", step)
+                    self.validate(validation, step)
+                    if self.selection.should_stop:
+                        break
             if due:
                 # examples/s counts training time only.
                 window_start, window_step = time.time(), step

@@ -39,14 +39,26 @@ class AdamW(tf_keras.optimizers.AdamW):
     arithmetic is the same: each variable's update reads only that variable.
     """
 
+    # Learning-rate multipliers by variable (layer-wise decay); a variable not named here trains at 1.
+    _rate_multipliers: dict[str, float] = {}
+
+    def set_rate_multipliers(self, multipliers: list[tuple[tf.Variable, float]]) -> None:
+        """Scales each given variable's whole update (decay and Adam step) by its multiplier."""
+        self._rate_multipliers = {self._var_key(v): m for v, m in multipliers if m != 1.0}
+
     def _apply_weight_decay(self, variables):
         del variables  # Done in update_step.
 
     def update_step(self, gradient, variable):
+        multiplier = self._rate_multipliers.get(self._var_key(variable))
+        before = tf.identity(variable) if multiplier is not None else None
         if self.weight_decay and self._use_weight_decay(variable):
             learning_rate = tf.cast(self.learning_rate, variable.dtype)
             variable.assign_sub(variable * tf.cast(self.weight_decay, variable.dtype) * learning_rate)
         super().update_step(gradient, variable)
+        if before is not None:
+            # Both terms of the update are proportional to the rate: scaling the change scales the rate.
+            variable.assign(before + (variable - before) * multiplier)
 
 
 def scaled_learning_rate(learning_rate: float, scaling: str, num_replicas: int) -> float:

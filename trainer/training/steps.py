@@ -15,6 +15,7 @@ import tf_keras
 
 from trainer.tasks.base import Metrics, Task
 from trainer.training import precision
+from trainer.training.averaging import WeightAverages
 
 
 def resolve_jit_compile(setting: str) -> bool:
@@ -45,9 +46,11 @@ def build_train_step(
     global_batch_size: int,
     clip_norm: float,
     jit_compile: bool,
+    averages: WeightAverages | None = None,
 ) -> StepFunctions:
     """`run(iterator, num_steps, seq_length, stop_requested)` runs `num_steps` steps; it returns the offset of
-    the first step whose loss or gradients were not finite (-1: none) and whether any worker asked to stop."""
+    the first step whose loss or gradients were not finite (-1: none) and whether any worker asked to stop.
+    With `averages`, each step also moves the weight averages."""
     loss_scaled = precision.is_loss_scaled(optimizer)
     scale_loss = precision.loss_scaler(optimizer)
 
@@ -67,6 +70,8 @@ def build_train_step(
             gradients = optimizer.get_unscaled_gradients(gradients)
         gradients, global_norm = tf.clip_by_global_norm(gradients, clip_norm)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables), skip_gradients_aggregation=True)
+        if averages is not None:
+            averages.update()
         task.update_metrics(metrics, labels, outputs, per_example_loss, weights)
         diverged = ~tf.math.is_finite(global_loss)
         if not loss_scaled:  # Under loss scaling, overflowing gradients are skipped by design.

@@ -7,6 +7,7 @@ own: `model.hub_encoder` and `model.hub_preprocessor` name the two models.
 
 from typing import Any
 
+import tensorflow as tf
 import tf_keras
 
 from trainer.models.family import EncoderFamily
@@ -31,6 +32,10 @@ class HubFamily(EncoderFamily):
     def check_files(cls, model_config: Any) -> None:
         loading.check_local(model_config.hub_encoder, "--config.model.hub_encoder")
         loading.check_local(model_config.hub_preprocessor, "--config.model.hub_preprocessor")
+
+    def layer_depths(self, variables: list[tf.Variable]) -> list[tuple[tf.Variable, int]]:
+        del variables  # A hub encoder's layers are not ours to tell apart: one rate for all.
+        return []
 
     def build_tokenizer(self, truncation: Truncation = HEAD) -> Tokenizer:
         return HubPreprocessor(self.model_config.hub_preprocessor, self.seq_length, truncation)
