@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the multi-worker trainer (MultiWorkerMirroredStrategy) on N Compute Engine GPU VMs,
-# one worker per VM: create them, install the project, start, follow logs, stop, delete.
+# one worker per VM: create them, install the project, start, follow logs, stop, delete;
+# optionally a continuous evaluator beside worker 0 (start --evaluator).
 # Kept to bash 3.2 features: it usually runs on a laptop, and macOS ships bash 3.2.
 set -euo pipefail
 
@@ -23,20 +24,25 @@ Subcommands:
                this repository (git archive of HEAD: commit first) to every VM and install
                it there as BUILD.md says: Python 3.11 venv (installing Debian's
                python3.11-venv package with apt-get when python3.11 cannot import ensurepip),
-               pinned requirements, offline weights (--no-deps), and the CUDA TensorFlow
+               the versions pinned in constraints.txt, offline weights (--no-deps), and the CUDA TensorFlow
                build. Safe to rerun.
   start        start one worker per VM under nohup, each with its TF_CONFIG
                {"cluster": {"worker": ["<prefix>-0:PORT", ...]}, "task": {"type": "worker",
                "index": i}} (VM names resolve on the VPC; worker 0 is the chief), running
                python -m trainer.main --strategy=multi_worker_mirrored --model_dir=<gs://...>
                [trainer flags], logging to <remote_dir>/worker.log; and TensorBoard on the
-               chief (localhost only; see the tensorboard subcommand).
+               chief (localhost only; see the tensorboard subcommand). With --evaluator, also
+               a continuous evaluator on the chief (see below). A worker (or the evaluator, or
+               TensorBoard) whose pid file names a live process is left alone, so start
+               --evaluator on a running cluster only adds the evaluator.
   logs         stream every worker's log, each line prefixed with [worker i]; Ctrl-C stops.
+               With --evaluator, also the chief's <remote_dir>/evaluator.log, as [evaluator].
                The streams run in the background with no stdin (</dev/null, ssh -n), so
                they never read the terminal; run install or start first if gcloud still
                has to create your SSH key (creating it can prompt).
   stop         send SIGTERM to every worker: they save a checkpoint and exit (143); a later
-               start resumes from the checkpoint in --model_dir.
+               start resumes from the checkpoint in --model_dir. The chief's evaluator, if
+               one is running, gets SIGTERM too, with or without --evaluator.
   tensorboard  forward the chief's TensorBoard to this machine
                (gcloud compute ssh <chief> -- -N -L LOCAL_PORT:localhost:TENSORBOARD_PORT).
   down         delete the VMs (gcloud asks for confirmation unless --yes).
@@ -71,11 +77,29 @@ Options (--opt VALUE or --opt=VALUE):
   --port PORT              the workers' gRPC port (default: 2222; the default VPC
                            network's default-allow-internal firewall rule lets it through)
   --tensorboard_port PORT  TensorBoard's port on the chief (default: 6006)
+  --evaluator              also start a continuous evaluator on the chief: the same trainer
+                           command and flags with --mode=continuous_eval appended (the
+                           trainer takes a flag's last value, so it overrides a --mode in
+                           FLAGS), the TF_CONFIG {"cluster": {"worker": [...]}, "task":
+                           {"type": "evaluator", "index": 0}}, under nohup, logging to
+                           <remote_dir>/evaluator.log (pid in evaluator.pid). It evaluates
+                           each new checkpoint in --model_dir (eval/ summaries; best/ with
+                           --config.train.best_metric, exported to export/ at the end) and
+                           exits 0 after the final step's.
+                           The workers should then run --mode=train (a warning says so
+                           otherwise). It runs on the chief's CPU (CUDA_VISIBLE_DEVICES=-1)
+                           at a lower priority (nice 10): worker 0's TensorFlow reserves
+                           nearly all of its GPU's memory, and GPU time taken from worker 0
+                           would slow every worker, training being synchronous. The
+                           workers' TF_CONFIG does not list it, so it can be added to (or
+                           restarted beside) a running cluster. A failed evaluator stops
+                           nothing else: see its log.
   -- FLAGS...              passed to trainer.main, e.g. --config=configs/minilm_imdb.py
                            --config.train.batch_size=64 (not --strategy/--model_dir/
                            --worker_hosts/--task_index: the launcher sets those)
  logs:
   --no_follow              print the logs so far and return
+  --evaluator              also stream the chief's evaluator.log
  tensorboard:
   --tensorboard_port PORT  as for start (default: 6006)
   --local_port PORT        port on this machine (default: 6006)
@@ -89,6 +113,10 @@ Example:
       --model_dir gs://my-bucket/runs/minilm_imdb -- --config=configs/minilm_imdb.py
   launch/gcloud_cluster.sh logs    --num_workers 2 --zone us-central1-a
   launch/gcloud_cluster.sh down    --num_workers 2 --zone us-central1-a
+With a continuous evaluator beside the workers:
+  launch/gcloud_cluster.sh start   --num_workers 2 --zone us-central1-a --evaluator \
+      --model_dir gs://my-bucket/runs/minilm_imdb -- --config=configs/minilm_imdb.py --mode=train
+  launch/gcloud_cluster.sh logs    --num_workers 2 --zone us-central1-a --evaluator
 Add --dry-run to any of them to see the gcloud commands first.
 USAGE
 }
@@ -139,6 +167,7 @@ driver_timeout=1800
 driver_poll=20
 follow=1
 yes=0
+evaluator=0
 trainer_args=()
 have_trainer_args=0
 
@@ -155,6 +184,7 @@ while [[ $# -gt 0 ]]; do
     --dry-run|--dry_run) dry_run=1; shift; continue ;;
     --no_follow) follow=0; shift; continue ;;
     --yes) yes=1; shift; continue ;;
+    --evaluator) evaluator=1; shift; continue ;;
     --) shift; trainer_args=("$@"); have_trainer_args=1; break ;;
     --num_workers|--zone|--project|--name_prefix|--remote_dir|--machine_type|--accelerator_type|\
     --accelerator_count|--image_family|--image_project|--boot_disk_size|--model_dir|--port|\
@@ -228,16 +258,32 @@ done
 if [[ $have_trainer_args == 1 && $subcommand != start ]]; then
   die_usage "trainer flags (after --) are only for 'start'"
 fi
+case "$subcommand" in
+  start|logs|stop) ;;
+  *) [[ $evaluator == 0 ]] || die_usage "--evaluator is only for 'start', 'logs' and 'stop'" ;;
+esac
 if [[ $subcommand == start ]]; then
   [[ -n $model_dir ]] || die_usage "--model_dir is required for 'start' (a gs:// path every VM can write, e.g. gs://my-bucket/runs/imdb)"
   [[ $model_dir == gs://?* ]] || die_usage "--model_dir must be a gs:// path (shared by all workers), got '$model_dir'"
   [[ $model_dir =~ $plain_word_re ]] || die_usage "--model_dir: unexpected characters in '$model_dir'"
+  mode="train_and_evaluate"  # trainer.main's default --mode; the last one given wins
+  expect_mode=0
   for arg in ${trainer_args[@]+"${trainer_args[@]}"}; do
+    if [[ $expect_mode == 1 ]]; then
+      mode=$arg
+      expect_mode=0
+      continue
+    fi
     case "$arg" in
       --strategy|--strategy=*|--worker_hosts|--worker_hosts=*|--task_index|--task_index=*|--model_dir|--model_dir=*)
         die_usage "the launcher sets --strategy, --model_dir and the cluster (TF_CONFIG) itself; drop $arg" ;;
+      --mode=*) mode=${arg#*=} ;;
+      --mode) expect_mode=1 ;;
     esac
   done
+  if [[ $evaluator == 1 && $mode != train ]]; then
+    echo "gcloud_cluster.sh: warning: with --evaluator the workers should run --mode=train, not --mode=$mode (the evaluator does the evaluation)" >&2
+  fi
 fi
 
 cd "$(dirname "$0")/.."
@@ -352,10 +398,10 @@ wait_for_driver() {
 
 cmd_install() {
   local tf_pin cuda_step="" setup vm
-  tf_pin=$(grep -E '^tensorflow==' requirements.txt || true)
-  [[ -n $tf_pin ]] || { echo "gcloud_cluster.sh: no tensorflow== pin in requirements.txt" >&2; exit 1; }
+  tf_pin=$(grep -E '^tensorflow==' constraints.txt || true)
+  [[ -n $tf_pin ]] || { echo "gcloud_cluster.sh: no tensorflow== pin in constraints.txt" >&2; exit 1; }
   if [[ $accelerator_count -gt 0 ]]; then
-    cuda_step=" && pip install -q 'tensorflow[and-cuda]==${tf_pin#tensorflow==}'"
+    cuda_step=" && pip install -q -c constraints.txt 'tensorflow[and-cuda]==${tf_pin#tensorflow==}'"
   fi
   if [[ $dry_run == 0 && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     echo "gcloud_cluster.sh: warning: uncommitted changes are not copied (git archive HEAD)" >&2
@@ -370,7 +416,7 @@ cmd_install() {
   setup+="; if ! python3.11 -c 'import ensurepip' >/dev/null 2>&1; then echo \"python3.11 on \$(hostname) has no ensurepip: installing python3.11-venv\"; sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11-venv; fi"
   setup+="; python3.11 -c 'import ensurepip' >/dev/null 2>&1 || { echo \"gcloud_cluster.sh: python3.11 on \$(hostname) cannot import ensurepip, which python3.11 -m venv needs, and apt-get did not install python3.11-venv; install it by hand (sudo apt-get install python3.11-venv) and run install again\" >&2; exit 1; }; }"
   setup+=" && python3.11 -m venv .venv && . .venv/bin/activate && pip install -q --upgrade pip"
-  setup+=" && pip install -q -e . && pip install -q --no-deps -r requirements-offline.txt$cuda_step"
+  setup+=" && pip install -q -c constraints.txt -e . && pip install -q --no-deps -r requirements-offline.txt$cuda_step"
   setup+=" && python -c 'import tensorflow as tf; print(tf.__version__, tf.config.list_physical_devices(\"GPU\"))'"
   for vm in "${names[@]}"; do
     ssh_cmd "$vm" "mkdir -p $remote_dir && tar -x -C $remote_dir"
@@ -386,7 +432,7 @@ cmd_install() {
 }
 
 cmd_start() {
-  local cluster="" flags="" i tf_config launch tensorboard
+  local cluster="" flags="" i tf_config launch tensorboard logs_opts
   for ((i = 0; i < num_workers; i++)); do
     cluster+="${cluster:+, }\"${names[$i]}:$port\""
   done
@@ -398,23 +444,46 @@ cmd_start() {
     ssh_cmd "${names[$i]}" "cd $remote_dir && $(unless_running worker.pid "worker $i" "$launch")"
     run "${ssh_argv[@]}"
   done
+  if [[ $evaluator == 1 ]]; then
+    # Not in the workers' cluster, and on the chief's CPU at a lower priority: see --help.
+    # nohup and nice exec the trainer, so $! is still its own PID.
+    tf_config="{\"cluster\": {\"worker\": [$cluster]}, \"task\": {\"type\": \"evaluator\", \"index\": 0}}"
+    launch="TF_CONFIG='$tf_config' CUDA_VISIBLE_DEVICES=-1 nohup nice -n 10 .venv/bin/python -m trainer.main $flags --mode=continuous_eval >> evaluator.log 2>&1 < /dev/null & echo \$! > evaluator.pid; echo \"evaluator started on \$(hostname), pid \$!, log $remote_dir/evaluator.log\""
+    ssh_cmd "$chief" "cd $remote_dir && $(unless_running evaluator.pid evaluator "$launch")"
+    run "${ssh_argv[@]}"
+  fi
   tensorboard="nohup .venv/bin/tensorboard --logdir=$model_dir --host=localhost --port=$tensorboard_port >> tensorboard.log 2>&1 < /dev/null & echo \$! > tensorboard.pid"
   ssh_cmd "$chief" "cd $remote_dir && $(unless_running tensorboard.pid TensorBoard "$tensorboard")"
   run "${ssh_argv[@]}"
   if [[ $dry_run == 0 ]]; then
-    echo "Started. Logs: launch/gcloud_cluster.sh logs --num_workers $num_workers $(quote_words "${scope[@]}")"
+    logs_opts=""
+    if [[ $evaluator == 1 ]]; then
+      logs_opts=" --evaluator"
+    fi
+    echo "Started. Logs: launch/gcloud_cluster.sh logs --num_workers $num_workers $(quote_words "${scope[@]}")$logs_opts"
     echo "TensorBoard: launch/gcloud_cluster.sh tensorboard $(quote_words "${scope[@]}")"
   fi
 }
 
 cmd_logs() {
-  local i tail_opts="-n +1" pids=() pid
+  local i tail_opts="-n +1" pids=() pid stream_vms=() stream_logs=() stream_prefixes=()
   if [[ $follow == 1 ]]; then
     tail_opts="-n +1 -F"
   fi
+  # One stream per worker, and one for the evaluator on the chief with --evaluator.
+  for ((i = 0; i < num_workers; i++)); do
+    stream_vms+=("${names[$i]}")
+    stream_logs+=(worker.log)
+    stream_prefixes+=("worker $i")
+  done
+  if [[ $evaluator == 1 ]]; then
+    stream_vms+=("$chief")
+    stream_logs+=(evaluator.log)
+    stream_prefixes+=(evaluator)
+  fi
   if [[ $dry_run == 1 ]]; then
-    for ((i = 0; i < num_workers; i++)); do
-      ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
+    for ((i = 0; i < ${#stream_vms[@]}; i++)); do
+      ssh_cmd "${stream_vms[$i]}" "tail $tail_opts $remote_dir/${stream_logs[$i]}"
       ssh_argv+=(--ssh-flag=-n)
       printf '%s </dev/null\n' "$(quote_words "${ssh_argv[@]}")"
     done
@@ -425,13 +494,14 @@ cmd_logs() {
   # stopped (SIGTTIN), which would end the stream: so no stream has a stdin (</dev/null, and
   # ssh -n for the ssh under gcloud).
   set -m
-  for ((i = 0; i < num_workers; i++)); do
-    ssh_cmd "${names[$i]}" "tail $tail_opts $remote_dir/worker.log"
+  for ((i = 0; i < ${#stream_vms[@]}; i++)); do
+    ssh_cmd "${stream_vms[$i]}" "tail $tail_opts $remote_dir/${stream_logs[$i]}"
     ssh_argv+=(--ssh-flag=-n)
     printf '+ %s </dev/null\n' "$(quote_words "${ssh_argv[@]}")" >&2
     (
+      prefix=${stream_prefixes[$i]}
       "${ssh_argv[@]}" </dev/null 2>&1 | while IFS= read -r line; do
-        printf '[worker %d] %s\n' "$i" "$line"
+        printf '[%s] %s\n' "$prefix" "$line"
       done
     ) </dev/null &
     pids+=("$!")
@@ -444,9 +514,16 @@ cmd_logs() {
 }
 
 cmd_stop() {
-  local i stop failed=0
+  local i stop failed=0 evaluator_stop
+  # On the chief, first the evaluator that start --evaluator may have left there (silent when
+  # there is none); the worker's part comes last, so that its status is the command's.
+  evaluator_stop="if [ -f evaluator.pid ] && kill -0 \"\$(cat evaluator.pid)\" 2>/dev/null; then kill -TERM \"\$(cat evaluator.pid)\" && echo \"evaluator: sent SIGTERM to pid \$(cat evaluator.pid)\"; fi; "
   for ((i = 0; i < num_workers; i++)); do
-    stop="cd $remote_dir && if [ -f worker.pid ] && kill -0 \"\$(cat worker.pid)\" 2>/dev/null; then kill -TERM \"\$(cat worker.pid)\" && echo \"worker $i: sent SIGTERM to pid \$(cat worker.pid)\"; else echo \"worker $i: not running\"; fi"
+    stop="cd $remote_dir && "
+    if [[ $i == 0 ]]; then
+      stop+=$evaluator_stop
+    fi
+    stop+="if [ -f worker.pid ] && kill -0 \"\$(cat worker.pid)\" 2>/dev/null; then kill -TERM \"\$(cat worker.pid)\" && echo \"worker $i: sent SIGTERM to pid \$(cat worker.pid)\"; else echo \"worker $i: not running\"; fi"
     ssh_cmd "${names[$i]}" "$stop"
     run "${ssh_argv[@]}" || failed=1
   done

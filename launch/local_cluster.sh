@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs an N-worker MultiWorkerMirroredStrategy cluster on this machine over 127.0.0.1:
-# one trainer process per worker, each with its own TF_CONFIG, port and log file.
+# one trainer process per worker, each with its own TF_CONFIG, port and log file; with
+# --evaluator, also a continuous evaluator (--mode=continuous_eval) beside them.
 set -euo pipefail
 
 usage() {
@@ -23,7 +24,24 @@ everything after "--", goes to trainer.main):
                             i-th core this launcher may run on); needs N <= that many cores
   --grace_seconds S         after SIGTERM, how long workers get to checkpoint and exit
                             before they are SIGKILLed (default 60)
+  --evaluator               also start one continuous evaluator on 127.0.0.1 (see below)
   -h, --help                this help
+
+The evaluator (--evaluator):
+  One more process, running the same command and trainer flags with --mode=continuous_eval
+  appended (the trainer takes a flag's last value, so this overrides any --mode given), and
+  the TF_CONFIG {"cluster": <the workers' cluster>, "task": {"type": "evaluator", "index": 0}}.
+  It joins no collective: it evaluates each new checkpoint in --model_dir on this machine's
+  devices and writes the eval/ summaries; with --config.train.best_metric it keeps best/ and
+  exports the best model to export/ at the end. It exits 0 after evaluating the final step's
+  checkpoint (or after --eval_timeout_seconds without a new one). A checkpoint written while
+  it is busy with an older one can be skipped: it always takes the newest. The workers should then run --mode=train (training without evaluation); the
+  launcher warns when their last --mode is another one. Every TF_CONFIG cluster, the
+  workers' included, also lists "evaluator": ["127.0.0.1:<port>"], as Kubeflow's operator
+  does for a TFJob with an Evaluator replica; nothing listens on that port, and the workers'
+  collectives use only the "worker" job. Its log is <log_dir>/evaluator.log.
+  --threads_per_worker K applies to the evaluator too. With --pin, the evaluator is pinned
+  to every core the workers were not (so N + 1 cores are needed).
 
 Stopping and exit status:
   Ctrl-C or SIGTERM to the launcher sends SIGTERM to every worker (they save a checkpoint
@@ -32,6 +50,13 @@ Stopping and exit status:
   status (143: preempted, rerun the same command to resume; 2: bad flag, config or data).
   All workers exit 0: the launcher exits 0. Workers are signalled by their own PIDs only.
   A one-line summary per worker (exit status, log) is printed at the end.
+  With --evaluator: the evaluator's exit never stops the workers. Ctrl-C, SIGTERM or a
+  failed worker stops the evaluator together with the workers (same SIGTERM, grace period
+  and SIGKILL). When every worker has exited 0, the launcher waits for the evaluator to
+  evaluate the final checkpoint. The evaluator gets a summary line of its own; a failed
+  evaluator is reported as soon as it exits (the workers go on), and if the workers all
+  exited 0 the launcher then exits with the evaluator's status, so that a run whose
+  evaluation failed does not look successful. Otherwise the status is the workers'.
 
 The script runs from the repository root, so relative --model_dir and --config paths are
 relative to it (as with launch/local_gpus.sh); a relative --log_dir is relative to where
@@ -40,13 +65,17 @@ you run the launcher.
 Environment:
   PYTHON                    interpreter for the workers and the port lookup (default: python)
   LOCAL_CLUSTER_WORKER_CMD  for testing the launcher: a bash command run by
-                            'bash -c' instead of trainer.main for each worker, with the trainer
+                            'bash -c' instead of trainer.main for each worker (and the
+                            evaluator, with --mode=continuous_eval appended), with the trainer
                             flags as its arguments; start it with 'exec' so that the signalled
                             PID is the worker itself.
 
 Example (2 workers, 1 core each, pinned):
   launch/local_cluster.sh 2 --threads_per_worker 1 --pin \\
       --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz --model_dir=runs/mw
+Example (1 worker training, an evaluator beside it):
+  launch/local_cluster.sh 1 --evaluator -- --mode=train \\
+      --config=configs/minilm_imdb.py --config.data.path=aclImdb_v1.tar.gz --model_dir=runs/ce
 USAGE
 }
 
@@ -78,6 +107,7 @@ log_dir=""
 threads=""
 pin=0
 grace=60
+evaluator=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -88,6 +118,7 @@ while [[ $# -gt 0 ]]; do
     --grace_seconds) [[ $# -ge 2 ]] || die_usage "--grace_seconds needs a value"; grace=$2; shift 2 ;;
     --grace_seconds=*) grace=${1#*=}; shift ;;
     --pin) pin=1; shift ;;
+    --evaluator) evaluator=1; shift ;;
     --) shift; break ;;
     *) break ;;
   esac
@@ -100,20 +131,26 @@ fi
 is_positive_int "$grace" || die_usage "--grace_seconds must be a positive integer, got '$grace'"
 
 model_dir=""
-expect_model_dir=0
+mode="train_and_evaluate"  # trainer.main's default --mode; the last one given wins
+expect_value=""
 for arg in "${trainer_args[@]}"; do
-  if [[ $expect_model_dir == 1 ]]; then
-    model_dir=$arg
-    expect_model_dir=0
-    continue
-  fi
+  case "$expect_value" in
+    model_dir) model_dir=$arg; expect_value=""; continue ;;
+    mode) mode=$arg; expect_value=""; continue ;;
+  esac
   case "$arg" in
     --strategy|--strategy=*|--worker_hosts|--worker_hosts=*|--task_index|--task_index=*)
       die_usage "the launcher sets the strategy and the cluster (TF_CONFIG) itself; drop $arg" ;;
     --model_dir=*) model_dir=${arg#*=} ;;
-    --model_dir) expect_model_dir=1 ;;
+    --model_dir) expect_value=model_dir ;;
+    --mode=*) mode=${arg#*=} ;;
+    --mode) expect_value=mode ;;
   esac
 done
+if [[ $evaluator == 1 && $mode != train ]]; then
+  echo "local_cluster.sh: warning: with --evaluator the workers should run --mode=train, not --mode=$mode" \
+    "(the evaluator does the evaluation)" >&2
+fi
 
 PYTHON=${PYTHON:-python}
 command -v "$PYTHON" >/dev/null 2>&1 || die_usage "no Python interpreter '$PYTHON' (set PYTHON)"
@@ -124,6 +161,9 @@ if [[ $pin == 1 ]]; then
   read -r -a cpus < <("$PYTHON" -c 'import os; print(*sorted(os.sched_getaffinity(0)))')
   if (( num_workers > ${#cpus[@]} )); then
     die_usage "--pin: $num_workers workers but only ${#cpus[@]} CPU core(s) available"
+  fi
+  if (( evaluator == 1 && num_workers >= ${#cpus[@]} )); then
+    die_usage "--pin --evaluator: $num_workers workers and the evaluator need $((num_workers + 1)) CPU cores, only ${#cpus[@]} available"
   fi
 fi
 
@@ -141,7 +181,9 @@ if [[ -z $log_dir ]]; then
 fi
 mkdir -p "$log_dir"
 
-# All sockets stay bound until every port is chosen, so the N ports are distinct.
+# All sockets stay bound until every port is chosen, so the ports are distinct. With
+# --evaluator the last one is the evaluator's address in the cluster (nothing listens on it).
+num_ports=$((num_workers + evaluator))
 ports=()
 mapfile -t ports < <("$PYTHON" -c '
 import socket, sys
@@ -151,19 +193,27 @@ for _ in range(int(sys.argv[1])):
     s.bind(("127.0.0.1", 0))
     socks.append(s)
 print("\n".join(str(s.getsockname()[1]) for s in socks))
-' "$num_workers")
-if [[ ${#ports[@]} -ne $num_workers ]]; then
-  echo "local_cluster.sh: could not get $num_workers free ports from the OS" >&2
+' "$num_ports")
+if [[ ${#ports[@]} -ne $num_ports ]]; then
+  echo "local_cluster.sh: could not get $num_ports free ports from the OS" >&2
   exit 1
 fi
 
 cluster_json='{"worker": ['
 separator=""
-for port in "${ports[@]}"; do
-  cluster_json+="$separator\"127.0.0.1:$port\""
+for ((i = 0; i < num_workers; i++)); do
+  cluster_json+="$separator\"127.0.0.1:${ports[$i]}\""
   separator=", "
 done
-cluster_json+="]}"
+cluster_json+="]"
+# Every task gets the same cluster, the evaluator listed in it, as Kubeflow's operator does
+# for a TFJob with an Evaluator replica. Checked by a real run: MultiWorkerMirroredStrategy
+# workers still form their cluster and train with this entry (their collectives and the join
+# watchdog use only the "worker" job), and the evaluator joins nothing.
+if [[ $evaluator == 1 ]]; then
+  cluster_json+=", \"evaluator\": [\"127.0.0.1:${ports[$num_workers]}\"]"
+fi
+cluster_json+="}"
 
 if [[ -n ${LOCAL_CLUSTER_WORKER_CMD:-} ]]; then
   worker_cmd=(bash -c "$LOCAL_CLUSTER_WORKER_CMD" local_cluster_worker "${trainer_args[@]}")
@@ -171,22 +221,29 @@ else
   worker_cmd=("$PYTHON" -m trainer.main --strategy=multi_worker_mirrored "${trainer_args[@]}")
 fi
 
-declare -A running=()    # pid -> worker index, for workers not yet reaped by `wait`
+declare -A running=()    # pid -> worker index (or "evaluator"), for processes not yet reaped by `wait`
 pids=()
 statuses=()
 logs=()
+eval_pid=""
+eval_status=""
+eval_log=""
 stopping=0
 timer_pid=""
 exit_status=0
 
-# SIGTERM to every worker still running, then a grace timer (a `sleep` child that `wait -n` sees finish).
+# SIGTERM to every worker (and the evaluator) still running, then a grace timer (a `sleep` child
+# that `wait -n` sees finish).
 stop_workers() {
-  local pid
+  local pid who="workers"
   if [[ $stopping == 1 ]]; then
     return
   fi
   stopping=1
-  echo "local_cluster: $1: sending SIGTERM to the running workers (grace ${grace}s)" >&2
+  if [[ -n $eval_pid && -z $eval_status ]]; then
+    who+=" and the evaluator"
+  fi
+  echo "local_cluster: $1: sending SIGTERM to the running $who (grace ${grace}s)" >&2
   for pid in "${!running[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
@@ -194,10 +251,15 @@ stop_workers() {
   timer_pid=$!
 }
 
+# "worker I" or "evaluator", for messages.
+task_name() {
+  if [[ $1 == evaluator ]]; then echo evaluator; else echo "worker $1"; fi
+}
+
 kill_workers() {
   local pid
   for pid in "${!running[@]}"; do
-    echo "local_cluster: worker ${running[$pid]} (pid $pid) still running: SIGKILL" >&2
+    echo "local_cluster: $(task_name "${running[$pid]}") (pid $pid) still running: SIGKILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
   done
 }
@@ -228,7 +290,7 @@ trap 'on_signal SIGINT' INT
 trap 'on_signal SIGTERM' TERM
 trap cleanup EXIT
 
-echo "local_cluster: $num_workers worker(s) at 127.0.0.1 ports ${ports[*]}; logs in $log_dir"
+echo "local_cluster: $num_workers worker(s) at 127.0.0.1 ports ${ports[*]:0:$num_workers}; logs in $log_dir"
 for ((i = 0; i < num_workers; i++)); do
   tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"worker\", \"index\": $i}}"
   env_vars=("TF_CONFIG=$tf_config" PYTHONUNBUFFERED=1)
@@ -249,19 +311,56 @@ for ((i = 0; i < num_workers; i++)); do
   statuses+=("")
   echo "local_cluster: worker $i pid $! 127.0.0.1:${ports[$i]}${pin_cmd[*]:+ on CPU ${cpus[$i]}}"
 done
+if [[ $evaluator == 1 ]]; then
+  tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"evaluator\", \"index\": 0}}"
+  env_vars=("TF_CONFIG=$tf_config" PYTHONUNBUFFERED=1)
+  if [[ -n $threads ]]; then
+    env_vars+=("TF_NUM_INTRAOP_THREADS=$threads" "TF_NUM_INTEROP_THREADS=$threads")
+  fi
+  pin_cmd=()
+  if [[ $pin == 1 ]]; then
+    eval_cpus=$(IFS=,; echo "${cpus[*]:$num_workers}")
+    pin_cmd=(taskset -c "$eval_cpus")
+  fi
+  eval_log="$log_dir/evaluator.log"
+  printf '=== %s local_cluster evaluator TF_CONFIG=%s\n' "$(date -Is)" "$tf_config" >>"$eval_log"
+  # Appended last: trainer.main takes the last --mode, whatever the trainer flags say.
+  env "${env_vars[@]}" "${pin_cmd[@]}" "${worker_cmd[@]}" --mode=continuous_eval >>"$eval_log" 2>&1 </dev/null &
+  eval_pid=$!
+  running[$!]=evaluator
+  echo "local_cluster: evaluator pid $! (--mode=continuous_eval)${pin_cmd[*]:+ on CPU $eval_cpus} log $eval_log"
+fi
 echo "local_cluster: follow the chief with: tail -f $log_dir/worker-0.log"
 
 record_exit() {
   local pid=$1 status=$2 index
   index=${running[$pid]}
   unset "running[$pid]"
+  if [[ $index == evaluator ]]; then
+    # The evaluator's end, failed or not, never stops the workers.
+    eval_status=$status
+    if [[ $status -ne 0 && $stopping == 0 ]]; then
+      echo "local_cluster: the evaluator exited with status $status; the workers go on (log $eval_log)" >&2
+    fi
+    return
+  fi
   statuses[index]=$status
   if [[ $status -ne 0 ]]; then
     if [[ $exit_status -eq 0 ]]; then
       exit_status=$status
     fi
     stop_workers "worker $index exited with status $status"
+  elif [[ -n $eval_pid && -z $eval_status && $stopping == 0 ]] && ! workers_running; then
+    echo "local_cluster: every worker is done; waiting for the evaluator to evaluate the final checkpoint (tail -f $eval_log)"
   fi
+}
+
+workers_running() {
+  local pid
+  for pid in "${!running[@]}"; do
+    [[ ${running[$pid]} == evaluator ]] || return 0
+  done
+  return 1
 }
 
 grace_over() {
@@ -327,4 +426,12 @@ for ((i = 0; i < num_workers; i++)); do
   printf 'local_cluster: worker %d pid %s 127.0.0.1:%s exit %s (%s) log %s\n' \
     "$i" "${pids[$i]}" "${ports[$i]}" "${statuses[$i]}" "$(describe "${statuses[$i]}")" "${logs[$i]}"
 done
+if [[ -n $eval_pid ]]; then
+  printf 'local_cluster: evaluator pid %s exit %s (%s) log %s\n' \
+    "$eval_pid" "$eval_status" "$(describe "$eval_status")" "$eval_log"
+  if [[ $exit_status -eq 0 && $eval_status -ne 0 ]]; then
+    echo "local_cluster: the workers succeeded but the evaluator failed: exiting with its status, $eval_status" >&2
+    exit_status=$eval_status
+  fi
+fi
 exit "$exit_status"

@@ -45,6 +45,10 @@ DOCUMENTED = {
         "PYTHON",
         "LOCAL_CLUSTER_WORKER_CMD",
         "143",
+        "--evaluator",
+        "--mode=continuous_eval",
+        "--mode=train",
+        "evaluator.log",
     ],
     "gcloud_cluster.sh": [
         "up",
@@ -76,6 +80,11 @@ DOCUMENTED = {
         "ensurepip",
         "python3.11-venv",
         "</dev/null",
+        "--evaluator",
+        "--mode=continuous_eval",
+        "--mode=train",
+        "evaluator.log",
+        "CUDA_VISIBLE_DEVICES",
     ],
 }
 
@@ -248,6 +257,169 @@ def test_start_remote_command_runs_the_trainer_in_the_background(no_gcloud, tmp_
     ]
     assert json.loads(record["tf_config"])["task"] == {"type": "worker", "index": 1}
     assert int((venv_bin.parents[1] / "worker.pid").read_text()) == record["pid"]
+
+
+def _trainer_words(words):
+    """The trainer.main command in a start command's words: from `-m trainer.main` to the `>>`."""
+    start = words.index("trainer.main") + 1
+    return words[start : words.index(">>")]
+
+
+@pytest.mark.parametrize("mode_flags", [["--mode=train"], ["--mode", "evaluate", "--mode=train"], []])
+def test_start_dry_run_with_an_evaluator(no_gcloud, mode_flags):
+    process = run(
+        [GCLOUD_CLUSTER, "start", *COMMON, "--evaluator", "--model_dir=gs://b/r", "--", "--config=c.py", *mode_flags],
+        env=no_gcloud,
+    )
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert len(lines) == 4, lines  # two workers, the evaluator on the chief, then TensorBoard
+    workers = [shlex.split(_remote_command(shlex.split(line))) for line in lines[:2]]
+    evaluator_argv = shlex.split(lines[2])
+    assert evaluator_argv[3] == "t-0"  # the chief's VM
+    words = shlex.split(_remote_command(evaluator_argv))
+    tf_config = json.loads(next(w for w in words if w.startswith("TF_CONFIG="))[len("TF_CONFIG=") :])
+    # The workers' cluster, unchanged by the evaluator (which is not listed in it).
+    assert tf_config == {"cluster": {"worker": ["t-0:2222", "t-1:2222"]}, "task": {"type": "evaluator", "index": 0}}
+    for index, worker in enumerate(workers):
+        worker_config = json.loads(next(w for w in worker if w.startswith("TF_CONFIG="))[len("TF_CONFIG=") :])
+        assert worker_config["cluster"] == tf_config["cluster"]
+        assert worker_config["task"] == {"type": "worker", "index": index}
+        assert _trainer_words(worker) == [
+            "--strategy=multi_worker_mirrored",
+            "--model_dir=gs://b/r",
+            "--config=c.py",
+            *mode_flags,
+        ]
+        assert "CUDA_VISIBLE_DEVICES=-1" not in worker
+    # The workers' command and flags, with --mode=continuous_eval last: it wins over theirs.
+    assert _trainer_words(words) == _trainer_words(workers[0]) + ["--mode=continuous_eval"]
+    assert words[words.index(">>") + 1] == "evaluator.log" and "evaluator.pid" in words
+    assert "CUDA_VISIBLE_DEVICES=-1" in words and words[words.index("nohup") + 1 : words.index("nohup") + 4] == [
+        "nice",
+        "-n",
+        "10",
+    ]
+    assert ("should run --mode=train" in process.stderr) == (mode_flags[-1:] != ["--mode=train"]), process.stderr
+    plain = run([GCLOUD_CLUSTER, "start", *COMMON, "--model_dir=gs://b/r", "--", "--config=c.py", *mode_flags])
+    assert plain.stdout.splitlines() == lines[:2] + lines[3:]  # without --evaluator: no evaluator, no warning
+    assert "should run --mode=train" not in plain.stderr
+
+
+def _wait_for(path, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_start_evaluator_remote_command_runs_it_in_the_background(no_gcloud, tmp_path):
+    """The evaluator's remote command, run by bash in a fake home: the trainer gets the evaluator's
+    TF_CONFIG, no GPU, a lower priority and --mode=continuous_eval last; evaluator.pid holds its own
+    PID (what `stop` signals), its output goes to evaluator.log, and a live one is not started twice."""
+    process = run(
+        [GCLOUD_CLUSTER, "start", *COMMON, "--evaluator", "--model_dir=gs://b/r", "--", "--mode=train"],
+        env=no_gcloud,
+    )
+    assert process.returncode == 0, process.stderr
+    command = _remote_command(shlex.split(process.stdout.splitlines()[2]))
+    home = tmp_path / "home"
+    venv_bin = home / "bert-trainer" / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    fake_python = venv_bin / "python"
+    # Records what it got, then stays alive until told to go (release), like a trainer waiting for checkpoints.
+    fake_python.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys, time\n"
+        "record = {'argv': sys.argv[1:], 'tf_config': os.environ['TF_CONFIG'], 'pid': os.getpid(),\n"
+        "          'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'), 'nice': os.nice(0)}\n"
+        "print('evaluating', flush=True)\n"
+        "json.dump(record, open('ran.json.tmp', 'w'))\n"
+        "os.rename('ran.json.tmp', 'ran.json')\n"
+        "while not os.path.exists('release'):\n"
+        "    time.sleep(0.05)\n"
+    )
+    fake_python.chmod(0o755)
+    work = home / "bert-trainer"
+    try:
+        remote = subprocess.run(["bash", "-c", command], cwd=home, capture_output=True, text=True, timeout=30)
+        assert remote.returncode == 0, remote.stderr
+        assert "evaluator started" in remote.stdout and "bert-trainer/evaluator.log" in remote.stdout
+        _wait_for(work / "ran.json")
+        record = json.loads((work / "ran.json").read_text())
+        assert record["argv"] == [
+            "-m",
+            "trainer.main",
+            "--strategy=multi_worker_mirrored",
+            "--model_dir=gs://b/r",
+            "--mode=train",
+            "--mode=continuous_eval",
+        ]
+        assert json.loads(record["tf_config"])["task"] == {"type": "evaluator", "index": 0}
+        assert record["cuda"] == "-1"
+        assert record["nice"] == min(os.nice(0) + 10, 19)
+        assert int((work / "evaluator.pid").read_text()) == record["pid"]
+        assert "evaluating" in (work / "evaluator.log").read_text()
+        again = subprocess.run(["bash", "-c", command], cwd=home, capture_output=True, text=True, timeout=30)
+        assert again.returncode == 0, again.stderr
+        assert f"evaluator already running (pid {record['pid']})" in again.stdout
+    finally:
+        (work / "release").touch()
+
+
+def test_stop_also_stops_the_chiefs_evaluator(no_gcloud, tmp_path):
+    """stop's remote command on the chief, run by bash: SIGTERM to the evaluator named by
+    evaluator.pid and to the worker; silent about an evaluator that is not there."""
+    process = run([GCLOUD_CLUSTER, "stop", *COMMON], env=no_gcloud)
+    assert process.returncode == 0, process.stderr
+    chief, other = (_remote_command(shlex.split(line)) for line in process.stdout.splitlines())
+    assert "evaluator.pid" in chief and "evaluator" not in other
+    assert run([GCLOUD_CLUSTER, "stop", *COMMON, "--evaluator"], env=no_gcloud).stdout == process.stdout
+    home = tmp_path / "home"
+    (home / "bert-trainer").mkdir(parents=True)
+    sleepers = {name: subprocess.Popen(["sleep", "60"]) for name in ["worker", "evaluator"]}
+    try:
+        for name, sleeper in sleepers.items():
+            (home / "bert-trainer" / f"{name}.pid").write_text(f"{sleeper.pid}\n")
+        remote = subprocess.run(["bash", "-c", chief], cwd=home, capture_output=True, text=True, timeout=30)
+        assert remote.returncode == 0, remote.stderr
+        for name, sleeper in sleepers.items():
+            assert sleeper.wait(timeout=10) == -signal.SIGTERM, name
+        assert remote.stdout.splitlines() == [
+            f"evaluator: sent SIGTERM to pid {sleepers['evaluator'].pid}",
+            f"worker 0: sent SIGTERM to pid {sleepers['worker'].pid}",
+        ]
+        # Both gone now: only the worker is reported, and the command still succeeds.
+        again = subprocess.run(["bash", "-c", chief], cwd=home, capture_output=True, text=True, timeout=30)
+        assert again.returncode == 0 and again.stdout.splitlines() == ["worker 0: not running"], again
+    finally:
+        for sleeper in sleepers.values():
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_logs_with_the_evaluator(no_gcloud, tmp_path):
+    dry = run([GCLOUD_CLUSTER, "logs", *COMMON, "--evaluator"], env=no_gcloud)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert len(lines) == 3, lines
+    evaluator = shlex.split(lines[2].removesuffix(" </dev/null"))
+    assert evaluator[3] == "t-0" and _remote_command(evaluator) == "tail -n +1 -F bert-trainer/evaluator.log"
+    assert "--ssh-flag=-n" in evaluator
+    # A real (not dry) run, against a stand-in gcloud that names the VM and the file it tails.
+    bin_dir = tmp_path / "tail_bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "gcloud"
+    fake.write_text('#!/bin/sh\necho "$3 ${5##*/}"\n')  # argv: compute ssh VM --zone=Z --command='tail ... FILE'
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    process = run([GCLOUD_CLUSTER, "logs", "--num_workers", "2", "--zone", "z", "--no_follow", "--evaluator"], env=env)
+    assert process.returncode == 0, process.stderr
+    assert sorted(process.stdout.splitlines()) == [
+        "[evaluator] bert-worker-0 evaluator.log",
+        "[worker 0] bert-worker-0 worker.log",
+        "[worker 1] bert-worker-1 worker.log",
+    ]
 
 
 def test_down_dry_run_deletes_both_vms(no_gcloud):
@@ -564,6 +736,10 @@ BAD_GCLOUD_INPUT = {
         "--driver_timeout must be a non-negative number of seconds",
     ),
     "no subcommand": ([], "missing SUBCOMMAND"),
+    "evaluator for up": (
+        ["up", "--num_workers", "2", "--zone", "z", "--evaluator"],
+        "--evaluator is only for 'start', 'logs' and 'stop'",
+    ),
 }
 
 
@@ -586,23 +762,27 @@ def test_tfjob_yaml():
     job = yaml.safe_load(text)
     assert job["apiVersion"] == "kubeflow.org/v1"
     assert job["kind"] == "TFJob"
-    workers = job["spec"]["tfReplicaSpecs"]["Worker"]
+    replica_specs = job["spec"]["tfReplicaSpecs"]
+    workers = replica_specs["Worker"]
     assert workers["replicas"] == 2
     assert workers["restartPolicy"] == "ExitCode"
     pod = workers["template"]["spec"]
     (container,) = pod["containers"]
     assert container["name"] == "tensorflow"  # the operator injects TF_CONFIG into this one
     assert "--strategy=multi_worker_mirrored" in container["args"]
+    assert _last_mode(container["args"]) == "train"  # the Evaluator replica evaluates
     assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
     model_dir = next(a for a in container["args"] if a.startswith("--model_dir="))[len("--model_dir=") :]
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     assert any(model_dir.startswith(m + "/") for m in mounts) or model_dir.startswith("gs://")
     # A worker killed by its join watchdog exits 137, which ExitCode retries: the job must not
-    # restart for ever. backoffLimit small; gang scheduling of every worker; a join timeout longer
-    # than the trainer's 120 s default, for a peer still pulling the image.
+    # restart for ever. backoffLimit small; gang scheduling of every pod (a gang counts pods of
+    # any replica type, so with the evaluator's left out it could start it and leave a worker
+    # waiting); a join timeout longer than the trainer's 120 s default, for a peer still pulling
+    # the image.
     run_policy = job["spec"]["runPolicy"]
     assert isinstance(run_policy["backoffLimit"], int) and 1 <= run_policy["backoffLimit"] <= 10
-    assert run_policy["schedulingPolicy"]["minAvailable"] == workers["replicas"]
+    assert run_policy["schedulingPolicy"]["minAvailable"] == sum(spec["replicas"] for spec in replica_specs.values())
     timeouts = [a for a in container["args"] if a.startswith("--config.distribute.connect_timeout_seconds=")]
     assert len(timeouts) == 1 and int(timeouts[0].split("=", 1)[1]) >= 300, container["args"]
     # Which operator: training-operator v1 (kubeflow.org/v1); Trainer v2 has TrainJob, not TFJob.
@@ -617,14 +797,50 @@ def test_tfjob_yaml():
         assert words in text, words
 
 
+def _last_mode(args):
+    """The --mode trainer.main runs with: the last one given (absl's rule), else its default."""
+    modes = [a[len("--mode=") :] for a in args if a.startswith("--mode=")]
+    assert "--mode" not in args  # the two-word form would hide from this check
+    return modes[-1] if modes else "train_and_evaluate"
+
+
+def test_tfjob_evaluator_replica():
+    """One Evaluator pod beside the workers: the same image, config and model_dir, with
+    --mode=continuous_eval in place of the workers' --mode=train; the operator gives it TF_CONFIG
+    task type "evaluator" (the trainer refuses any other mode there)."""
+    text = (LAUNCH / "k8s" / "tfjob.yaml").read_text()
+    job = yaml.safe_load(text)
+    specs = job["spec"]["tfReplicaSpecs"]
+    assert set(specs) == {"Worker", "Evaluator"}
+    evaluator, workers = specs["Evaluator"], specs["Worker"]
+    assert evaluator["replicas"] == 1
+    assert evaluator["restartPolicy"] == "ExitCode"
+    (container,) = evaluator["template"]["spec"]["containers"]
+    (worker,) = workers["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # the operator injects TF_CONFIG into this one
+    assert container["image"] == worker["image"]
+    assert _last_mode(container["args"]) == "continuous_eval"
+    assert [a for a in container["args"] if not a.startswith("--mode=")] == [
+        a for a in worker["args"] if not a.startswith("--mode=")
+    ]
+    assert container["volumeMounts"] == worker["volumeMounts"]
+    assert evaluator["template"]["spec"]["volumes"] == workers["template"]["spec"]["volumes"]
+    # Worker 0's success ends the job; cleanPodPolicy None lets the evaluator finish the final checkpoint.
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] == "None"
+    comments = " ".join(text.replace("#", " ").split())  # the comments' words, line breaks ignored
+    for words in ['task type "evaluator"', "workers run --mode=train", "kubectl logs -f bert-imdb-evaluator-0"]:
+        assert words in comments, words
+
+
 def test_dockerfile():
     text = (LAUNCH / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\S*$", text, re.M)
     # An init as PID 1: a bare python there ignores SIGTERM without a handler, and signals to itself.
     assert 'ENTRYPOINT ["tini", "--", "python", "-m", "trainer.main"]' in text and "install" in text
     assert "pip install --no-deps -r requirements-offline.txt" in text
-    assert "tensorflow[and-cuda]==$(sed -n 's/^tensorflow==//p' requirements.txt)" in text
-    assert "tensorflow==" in (REPO / "requirements.txt").read_text()
+    assert "pip install -c constraints.txt -r requirements.txt" in text
+    assert "tensorflow[and-cuda]==$(sed -n 's/^tensorflow==//p' constraints.txt)" in text
+    assert "\ntensorflow==" in (REPO / "constraints.txt").read_text()
     for line in re.findall(r"^COPY (.+)$", text, re.M):
         for source in line.split()[:-1]:
             assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
@@ -676,10 +892,19 @@ def _cluster_env(worker_code):
     return dict(os.environ, PYTHON=sys.executable, LOCAL_CLUSTER_WORKER_CMD=command)
 
 
-def _start_cluster(n, worker_code, out_dir, *options):
+def _start_cluster(n, worker_code, out_dir, *options, trainer_flags=()):
     # SIGINT back to its default: a shell cannot trap a signal that was ignored when it started.
     return subprocess.Popen(
-        [str(LOCAL_CLUSTER), str(n), "--log_dir", str(out_dir / "logs"), *options, "--", f"--out={out_dir}"],
+        [
+            str(LOCAL_CLUSTER),
+            str(n),
+            "--log_dir",
+            str(out_dir / "logs"),
+            *options,
+            "--",
+            f"--out={out_dir}",
+            *trainer_flags,
+        ],
         cwd=REPO,
         env=_cluster_env(worker_code),
         stdout=subprocess.PIPE,
@@ -799,3 +1024,160 @@ def test_local_cluster_pins_workers_to_cores(tmp_path):
     stdout, stderr = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, stdout + stderr
     assert (tmp_path / "cpus-0").read_text() == str(min(os.sched_getaffinity(0)))
+
+
+# --- local_cluster.sh --evaluator ----------------------------------------------------------------
+
+# Stand-in tasks: each writes files named after its task, "worker-<i>" or "evaluator" (from TF_CONFIG).
+TASK_PRELUDE = """
+import json, os, signal, sys, time
+out = sys.argv[1].split('=', 1)[1]
+task = json.loads(os.environ['TF_CONFIG'])['task']
+name = 'evaluator' if task['type'] == 'evaluator' else f"worker-{task['index']}"
+def put(file, text):
+    with open(f'{out}/{file}.tmp', 'w') as f:
+        f.write(text)
+    os.rename(f'{out}/{file}.tmp', f'{out}/{file}')
+def wait_for(file):
+    while not os.path.exists(f'{out}/{file}'):
+        time.sleep(0.02)
+def on_term(*_):
+    put(f'term-{name}', 'SIGTERM')
+    sys.exit(143)
+signal.signal(signal.SIGTERM, on_term)
+put(f'pid-{name}', str(os.getpid()))
+"""
+
+
+def test_local_cluster_starts_an_evaluator_beside_the_workers(tmp_path):
+    """The evaluator runs the workers' command and flags with --mode=continuous_eval last, the
+    TF_CONFIG task type "evaluator" and the same cluster as the workers (which lists it, as
+    Kubeflow's operator does), --threads_per_worker too, and logs to <log_dir>/evaluator.log."""
+    code = TASK_PRELUDE + (
+        "print(f'{name} says hello', flush=True)\n"
+        "put(f'seen-{name}.json', json.dumps({'tf_config': os.environ['TF_CONFIG'], 'argv': sys.argv[1:],"
+        " 'threads': [os.environ.get('TF_NUM_INTRAOP_THREADS'), os.environ.get('TF_NUM_INTEROP_THREADS')]}))\n"
+    )
+    launcher = _start_cluster(
+        2, code, tmp_path, "--evaluator", "--threads_per_worker", "2", trainer_flags=["--mode", "train"]
+    )
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    seen = {
+        name: json.loads((tmp_path / f"seen-{name}.json").read_text()) for name in ["worker-0", "worker-1", "evaluator"]
+    }
+    configs = {name: json.loads(record["tf_config"]) for name, record in seen.items()}
+    cluster = configs["evaluator"]["cluster"]
+    assert set(cluster) == {"worker", "evaluator"} and len(cluster["worker"]) == 2 and len(cluster["evaluator"]) == 1
+    assert len({*cluster["worker"], *cluster["evaluator"]}) == 3
+    assert configs["evaluator"]["task"] == {"type": "evaluator", "index": 0}
+    for index in range(2):
+        assert configs[f"worker-{index}"] == {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        assert seen[f"worker-{index}"]["argv"] == [f"--out={tmp_path}", "--mode", "train"]
+    assert seen["evaluator"]["argv"] == [f"--out={tmp_path}", "--mode", "train", "--mode=continuous_eval"]
+    assert all(record["threads"] == ["2", "2"] for record in seen.values())
+    log = (tmp_path / "logs" / "evaluator.log").read_text()
+    assert "TF_CONFIG=" in log and "evaluator says hello" in log
+    assert "worker-0 says hello" in (tmp_path / "logs" / "worker-0.log").read_text()
+    assert re.search(r"^local_cluster: evaluator pid \d+ exit 0 \(ok\) log .*/logs/evaluator\.log$", stdout, re.M), (
+        stdout
+    )
+    assert len(re.findall(r"^local_cluster: worker \d .* exit 0 \(ok\)", stdout, re.M)) == 2, stdout
+    assert "should run --mode=train" not in stderr
+
+
+def test_local_cluster_warns_when_the_workers_evaluate_too(tmp_path):
+    code = TASK_PRELUDE
+    launcher = _start_cluster(1, code, tmp_path, "--evaluator", trainer_flags=["--mode=train", "--mode=evaluate"])
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    assert "with --evaluator the workers should run --mode=train, not --mode=evaluate" in stderr
+
+
+def test_local_cluster_waits_for_the_evaluator_after_the_workers_succeed(tmp_path):
+    """Workers that finish do not stop the evaluator: it still evaluates the final checkpoint."""
+    code = TASK_PRELUDE + (
+        "if name == 'evaluator':\n"
+        "    wait_for('pid-worker-0'); wait_for('pid-worker-1')\n"
+        "    time.sleep(1)\n"  # the workers have exited by now
+        "    put('evaluated', 'final')\n"
+    )
+    launcher = _start_cluster(2, code, tmp_path, "--evaluator", trainer_flags=["--mode=train"])
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    assert (tmp_path / "evaluated").read_text() == "final"
+    assert not (tmp_path / "term-evaluator").exists()
+    assert "every worker is done; waiting for the evaluator" in stdout
+    assert re.search(r"evaluator pid \d+ exit 0 \(ok\)", stdout), stdout
+
+
+def test_local_cluster_reports_a_failed_evaluator_and_the_workers_go_on(tmp_path):
+    """The evaluator fails while the workers train: they are not stopped, the failure is reported
+    at once and in the summary, and the launcher exits with the evaluator's status."""
+    code = TASK_PRELUDE + (
+        "if name == 'evaluator':\n"
+        "    sys.exit(4)\n"
+        "wait_for('pid-evaluator')\n"
+        "pid = int(open(f'{out}/pid-evaluator').read())\n"
+        "def gone():\n"  # exited: a zombie until the launcher reaps it, then no more
+        "    try:\n"
+        "        return open(f'/proc/{pid}/status').read().find('State:\\tZ') >= 0\n"
+        "    except FileNotFoundError:\n"
+        "        return True\n"
+        "while not gone(): time.sleep(0.02)\n"
+        "time.sleep(0.5)\n"
+        "put(f'trained-{name}', 'done')\n"
+    )
+    start = time.monotonic()
+    launcher = _start_cluster(2, code, tmp_path, "--evaluator", trainer_flags=["--mode=train"])
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 4, stdout + stderr
+    assert time.monotonic() - start < 15
+    for index in range(2):
+        assert (tmp_path / f"trained-worker-{index}").read_text() == "done"
+        assert not (tmp_path / f"term-worker-{index}").exists()
+    assert "the evaluator exited with status 4; the workers go on" in stderr
+    assert "the workers succeeded but the evaluator failed: exiting with its status, 4" in stderr
+    assert "sending SIGTERM" not in stderr
+    assert len(re.findall(r"^local_cluster: worker \d .* exit 0 \(ok\)", stdout, re.M)) == 2, stdout
+    assert re.search(r"^local_cluster: evaluator pid \d+ exit 4 \(failed\) log .*evaluator\.log$", stdout, re.M), stdout
+
+
+@pytest.mark.parametrize("how", ["a worker fails", "Ctrl-C"])
+def test_local_cluster_stops_the_evaluator_with_the_workers(tmp_path, how):
+    code = TASK_PRELUDE + (
+        "wait_for('pid-evaluator'); wait_for('pid-worker-0')\n"
+        f"if name == 'worker-0' and {how == 'a worker fails'}:\n"
+        "    sys.exit(3)\n"
+        "time.sleep(120)\n"
+    )
+    start = time.monotonic()
+    launcher = _start_cluster(1, code, tmp_path, "--evaluator", trainer_flags=["--mode=train"])
+    if how == "Ctrl-C":
+        _wait_for_files([tmp_path / "pid-worker-0", tmp_path / "pid-evaluator"])
+        launcher.send_signal(signal.SIGINT)
+    stdout, stderr = launcher.communicate(timeout=30)
+    status = 3 if how == "a worker fails" else 143
+    assert launcher.returncode == status, stdout + stderr  # the workers' status
+    assert time.monotonic() - start < 15
+    assert (tmp_path / "term-evaluator").read_text() == "SIGTERM"
+    assert not _alive(int((tmp_path / "pid-evaluator").read_text()))
+    assert "sending SIGTERM to the running workers and the evaluator" in stderr
+    assert "the evaluator exited with status" not in stderr  # stopped on purpose, not a failure of its own
+    assert re.search(rf"worker 0 pid \d+ \S+ exit {status} ", stdout), stdout
+    assert re.search(r"evaluator pid \d+ exit 143 \(stopped by SIGTERM", stdout), stdout
+
+
+def test_local_cluster_pins_the_evaluator_to_the_other_cores(tmp_path):
+    cores = sorted(os.sched_getaffinity(0))
+    code = TASK_PRELUDE + "put(f'cpus-{name}', ' '.join(map(str, sorted(os.sched_getaffinity(0)))))\n"
+    too_many = run([LOCAL_CLUSTER, len(cores), "--evaluator", "--pin", "--", "--mode=train"], env=_cluster_env(code))
+    assert too_many.returncode == 2
+    assert f"the evaluator need {len(cores) + 1} CPU cores" in too_many.stderr
+    if len(cores) < 2:
+        pytest.skip("needs 2 CPU cores")
+    launcher = _start_cluster(1, code, tmp_path, "--evaluator", "--pin", trainer_flags=["--mode=train"])
+    stdout, stderr = launcher.communicate(timeout=30)
+    assert launcher.returncode == 0, stdout + stderr
+    assert (tmp_path / "cpus-worker-0").read_text() == str(cores[0])
+    assert (tmp_path / "cpus-evaluator").read_text() == " ".join(map(str, cores[1:]))

@@ -136,6 +136,8 @@ class Trainer:
         )
         self.profiler = StepProfiler(profile_steps, run_dir.summaries_path(TRAIN_SUMMARIES), run_dir.is_chief)
         self._stop_requested = False
+        # The last validation's step and results.
+        self._validated: tuple[int, dict] | None = None
 
     @property
     def step(self) -> int:
@@ -197,10 +199,14 @@ class Trainer:
             yield
 
     def validate(self, examples: Examples, step: int) -> dict:
-        """Evaluates the validation split (with the averaged weights, if any) and keeps the best checkpoint."""
+        """Evaluates the validation split (with the averaged weights, if any) and keeps the best checkpoint;
+        a step already evaluated (training stopped early right after) is not evaluated twice."""
+        if self._validated is not None and self._validated[0] == step:
+            return self._validated[1]
         with self.averaged():
             results = self.evaluator.evaluate(examples, "validation", step)
             self.selection.observe(step, results)
+        self._validated = step, results
         return results
 
     def train(self, examples: Examples, validation: Examples | None) -> None:
