@@ -941,5 +941,10 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script's entry point (setup.py)."""
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    cli()
