@@ -382,3 +382,36 @@ def test_a_continuous_evaluator_beside_training_matches_evaluate_mode_at_each_st
     assert os.listdir(model_dir / "export") == [str(best["step"])]
     assert os.listdir(model_dir / "export_last") == ["30"]
     assert json.loads((model_dir / "metrics.json").read_text())["exported_step"] == best["step"]
+
+
+# ----- packaging -----
+
+
+@pytest.mark.parametrize(
+    "script, module", [("bert-trainer", "trainer.main"), ("bert-trainer-report", "experiments.report")]
+)
+def test_console_scripts_are_the_python_m_commands(script, module):
+    path = pathlib.Path(sys.executable).parent / script
+    assert path.is_file(), f"{script} is not installed: pip install -c constraints.txt -e '.[test]'"
+    argv = ["--config=no_such_config"] if module == "trainer.main" else ["--no_such_flag"]
+    outputs = []
+    for command in ([str(path)], [sys.executable, "-m", module]):
+        process = subprocess.run(
+            command + argv, env=subprocess_env(), cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+        outputs.append((process.returncode, process.stderr.strip().splitlines()[-1]))
+    assert outputs[0] == outputs[1] and outputs[0][0] == 2
+
+
+def test_requirements_are_ranges_and_constraints_pin_each_of_them():
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    for requirements in ("requirements.txt", "requirements-test.txt"):
+        for line in (REPO / requirements).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert "==" not in line, f"{requirements}: {line} is an exact pin; pins go in constraints.txt"
+                name = line.split(">")[0].split("<")[0].split("[")[0].strip().lower().replace("_", "-")
+                assert name in pins, f"constraints.txt does not pin {name} ({requirements})"
