@@ -9,6 +9,7 @@ checkpoint or a half-written export is never taken for a good one.
 import contextlib
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from trainer.data import batching
 from trainer.serving.export import latest_export
+from trainer.training import checkpointing
 from trainer.training.checkpointing import Checkpoints
 
 from conftest import (
@@ -147,18 +149,38 @@ def test_only_complete_export_versions_are_offered(tmp_path):
     assert latest_export(str(tmp_path)) == str(tmp_path / "3")
 
 
-def test_leftover_worker_checkpoint_directories_are_removed_at_start(tmp_path):
-    """A non-chief killed mid-save, or a job restarted with fewer workers, leaves .tmp-worker-<i>."""
+def test_non_chief_copies_go_to_local_scratch_and_leftovers_are_removed_at_start(tmp_path, monkeypatch):
+    """A non-chief writes its throwaway copy outside model_dir; a killed one's copy is removed when that
+    worker starts again, and the chief removes the copies older versions kept in model_dir."""
+    model_dir = tmp_path / "run"
     for index in (1, 3):
-        (tmp_path / f".tmp-worker-{index}").mkdir()
-        (tmp_path / f".tmp-worker-{index}" / "ckpt-10.index").write_bytes(b"")
-    checkpoint, step = tf.train.Checkpoint(), tf.Variable(0, dtype=tf.int64)
-    chief = Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=True, worker_id=0, num_workers=2)
-    assert len(os.listdir(tmp_path)) == 2  # Nothing is removed before training starts.
+        (model_dir / f".tmp-worker-{index}").mkdir(parents=True)
+        (model_dir / f".tmp-worker-{index}" / "ckpt-10.index").write_bytes(b"")
+    scratch = pathlib.Path(checkpointing._worker_dir(str(model_dir), 1))
+    (scratch / "checkpoints").mkdir(parents=True)
+    (scratch / "checkpoints" / "ckpt-10.index").write_bytes(b"")
+    checkpoint, step = tf.train.Checkpoint(v=tf.Variable(1.0)), tf.Variable(0, dtype=tf.int64)
+    chief = Checkpoints(checkpoint, str(model_dir), 3, step, is_chief=True, worker_id=0, num_workers=2)
+    worker = Checkpoints(checkpoint, str(model_dir), 3, step, is_chief=False, worker_id=1, num_workers=2)
+    assert len(os.listdir(model_dir)) == 2 and scratch.exists()  # Nothing is removed before training starts.
     chief.remove_leftovers()
-    assert sorted(os.listdir(tmp_path)) == [".tmp-worker-1"]  # Worker 1 of 2 clears its own.
-    Checkpoints(checkpoint, str(tmp_path), 3, step, is_chief=False, worker_id=1, num_workers=2).remove_leftovers()
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(model_dir) == [] and scratch.exists()
+    worker.remove_leftovers()
+    assert not scratch.exists()
+
+    # A save: the worker's copy appears only in its scratch directory and is gone after the save.
+    written = []
+    original = tf.train.CheckpointManager.save
+
+    def watched_save(manager, *args, **kwargs):
+        path = original(manager, *args, **kwargs)
+        written.append(path)
+        return path
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", watched_save)
+    worker.save(5)
+    assert written and written[0].startswith(str(scratch))
+    assert not scratch.exists() and os.listdir(model_dir) == []
 
 
 def test_a_torn_checkpoint_file_is_skipped_for_the_previous_one(tmp_path, vocab_path, imdb_dir):

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.training import checkpointing
+
 from conftest import REPO, SMOKE_CONFIG, check_ok, check_refused, run_trainer, subprocess_env
 from test_report import check_report, run_module
 
@@ -135,7 +137,8 @@ def test_two_workers_end_with_identical_weights_equal_to_a_mirrored_run(tmp_path
     assert metrics["test"]["accuracy"] == pytest.approx(mirrored_metrics["test"]["accuracy"], abs=1e-6)
     assert (tmp_path / "cluster" / "export" / "30" / "saved_model.pb").exists()
     leftovers = [name for name in os.listdir(tmp_path / "cluster") if name.startswith(".tmp-worker")]
-    assert not leftovers, "non-chief checkpoint directories must be cleaned up"
+    assert not leftovers, "non-chief checkpoint copies must not be written to model_dir"
+    assert not os.path.exists(checkpointing._worker_dir(str(tmp_path / "cluster"), 1)), "scratch left behind"
 
     # The report reads a cluster run as it reads a single-process one.
     report_dir = tmp_path / "report"

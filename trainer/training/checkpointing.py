@@ -2,9 +2,9 @@
 
 MultiWorkerMirroredStrategy needs every worker to take part in a save (the
 values of some variables are gathered across workers), but only the chief's
-copy is kept: other workers write into a temporary directory of their own and
-delete it after each save. Left over from a run that was killed mid-save, or
-with more workers than this one, such directories are removed at start.
+copy is kept: other workers write into a local temporary directory of their
+own (never the shared model_dir) and delete it after each save. One left by a
+worker killed mid-save is removed when that worker starts again.
 
 A save is never mistaken for a good checkpoint while it is torn: TensorFlow
 writes the data and index files first and the `checkpoint` state file last,
@@ -13,8 +13,10 @@ truncated or removed after the fact) is skipped with a warning in favour of
 the newest older one that can.
 """
 
+import hashlib
 import os
 import re
+import tempfile
 
 from absl import logging
 import tensorflow as tf
@@ -23,7 +25,8 @@ import tf_keras
 from trainer.errors import UserError, WriteError
 from trainer.run_dir import BEST_DIR, CHECKPOINT_DIR
 
-_WORKER_DIR_PREFIX = ".tmp-worker-"
+# Where earlier versions put non-chief copies, inside model_dir; the chief removes any left.
+_LEGACY_WORKER_DIR_PREFIX = ".tmp-worker-"
 # CheckpointManager names a checkpoint saved with checkpoint_number=step "ckpt-<step>".
 _STEP_SUFFIX = re.compile(r"-(\d+)$")
 
@@ -48,7 +51,9 @@ class Checkpoints:
         num_workers: int = 1,
         subdir: str = CHECKPOINT_DIR,
     ):
-        """Checkpoints of `checkpoint` in model_dir/`subdir` (non-chief workers: in a temporary directory)."""
+        """Checkpoints of `checkpoint` in model_dir/`subdir`. Non-chief workers must take part in each save
+        (its collectives) but their copies are thrown away: they write to local temporary storage, not to
+        the shared model_dir (no upload of a full checkpoint per worker per save to a bucket)."""
         self.checkpoint = checkpoint
         self.model_dir = model_dir
         self.subdir = subdir
@@ -61,15 +66,17 @@ class Checkpoints:
         )
 
     def remove_leftovers(self) -> None:
-        """Removes worker directories left by a run killed mid-save, or by a job with more workers.
-
-        Each worker clears its own; the chief those of workers this job does not have. Called
-        when training starts, after every check that could refuse the run.
-        """
-        for index in _worker_dirs(self.model_dir):
-            if (not self.is_chief and index == self._worker_id) or (self.is_chief and index >= self._num_workers):
-                logging.info("Removing %s, left by an earlier run.", _worker_dir(self.model_dir, index))
-                tf.io.gfile.rmtree(_worker_dir(self.model_dir, index))
+        """Removes a non-chief copy left by a run killed mid-save (each worker its own), and the chief the
+        copies earlier versions kept inside model_dir. Called when training starts, after every check that
+        could refuse the run."""
+        leftovers = [_worker_dir(self.model_dir, self._worker_id)] if not self.is_chief else []
+        if self.is_chief and tf.io.gfile.isdir(self.model_dir):
+            names = (name.rstrip("/") for name in tf.io.gfile.listdir(self.model_dir))
+            leftovers = [os.path.join(self.model_dir, n) for n in names if n.startswith(_LEGACY_WORKER_DIR_PREFIX)]
+        for path in leftovers:
+            if tf.io.gfile.exists(path):
+                logging.info("Removing %s, left by an earlier run.", path)
+                tf.io.gfile.rmtree(path)
 
     def candidates(self) -> list[str]:
         """Complete checkpoints in the chief's directory, newest first."""
@@ -170,16 +177,11 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str, model_dir: str) -> None
 
 
 def _worker_dir(model_dir: str, worker_id: int) -> str:
-    return os.path.join(model_dir, f"{_WORKER_DIR_PREFIX}{worker_id}")
-
-
-def _worker_dirs(model_dir: str) -> list[int]:
-    """Indices of the non-chief checkpoint directories in model_dir."""
-    if not tf.io.gfile.isdir(model_dir):
-        return []
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)]
-    prefix = _WORKER_DIR_PREFIX
-    return [int(name[len(prefix) :]) for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()]
+    """A non-chief worker's local scratch directory: named after model_dir, so a restarted worker on the
+    same machine finds (and removes) what a killed one left."""
+    name = model_dir if "://" in model_dir else os.path.abspath(model_dir)
+    run = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"bert-trainer-{run}-worker-{worker_id}")
 
 
 def _read_every_tensor(path: str) -> None:
