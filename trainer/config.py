@@ -27,7 +27,8 @@ from trainer.schema import (
 __all__ = ["ConfigError", "DataConfig", "Experiment", "ModelConfig", "TrainConfig"]
 
 TASK_TYPES = ("binary", "multiclass", "regression", "multilabel")
-DATA_SOURCES = ("auto", "tfds", "aclimdb", "csv", "jsonl")
+DATA_SOURCES = ("auto", "tfds", "aclimdb", "csv", "jsonl", "tfrecord", "prepared")
+STREAMING = ("auto", "on", "off")
 LABEL_SOURCES = ("polarity", "rating")
 POOLINGS = ("cls", "mean", "cls_mean")
 TRUNCATIONS = ("head", "tail", "head_tail")
@@ -67,11 +68,35 @@ class DataConfig:
     source: str = option(
         "auto",
         "auto picks TFDS when `path` is empty, otherwise goes by what `path` is: an aclImdb directory "
-        "or .tar.gz archive, a .csv or a .jsonl file.",
+        "or .tar.gz archive, .csv, .jsonl or .tfrecord files (each optionally .gz), or a directory of "
+        "prepared shards (python -m trainer.prepare).",
         choices=DATA_SOURCES,
     )
-    path: str = option("", "The data: an aclImdb directory or archive, a CSV or a JSONL file.")
-    test_path: str = option("", "Optional held-out test file for csv/jsonl sources.")
+    path: str = option(
+        "",
+        "The data: an aclImdb directory or archive, a file, a glob or a comma-separated list of shards "
+        "(local, gs:// or any tf.io.gfile filesystem), or a prepared directory.",
+    )
+    test_path: str = option("", "Optional held-out test file(s) for csv/jsonl/tfrecord sources.")
+    validation_path: str = option("", "Streamed sources: separate validation file(s); then none of `path` is held out.")
+    streaming: str = option(
+        "auto",
+        "Read the source as a stream (never whole in memory) or into memory (exact length plans). auto "
+        "streams globs, lists of shards, remote paths, TFRecord, prepared shards and files over 256 MB.",
+        choices=STREAMING,
+    )
+    id_column: str = option(
+        "", "Streamed sources: the column/key naming each record for the hash split (default: file and record)."
+    )
+    shuffle_buffer: int = option(10_000, "Streamed training: records shuffled together.", POSITIVE)
+    skip_corrupt_records: bool = option(
+        False,
+        "Streamed sources: skip records that cannot be read or whose label does not fit (logged) instead of "
+        "stopping the run.",
+    )
+    service_address: str = option(
+        "", "tf.data service dispatcher (grpc://host:port) that tokenizes streamed training data on its workers."
+    )
     tfds_name: str = option("imdb_reviews", "TFDS dataset of the tfds source.")
     text_column: str = option("text", "CSV column / JSON key of the text.")
     text_pair_column: str = option(

@@ -125,7 +125,9 @@ def validate(
     experiment = parse(config)
     strategy_lib.configure_cluster(strategy, worker_hosts, task_index)
     if reads_data:
-        sources.resolve_source(experiment.data)
+        found = sources.resolve_source(experiment.data)
+        if sources.is_streamed(experiment.data):
+            _check_streaming(experiment, found)
     encoder_registry.family_class(experiment.model.encoder).check_files(experiment.model)
     return experiment
 
@@ -160,6 +162,22 @@ def hparams(values: Mapping[str, Any]) -> dict[str, Any]:
     """The HPARAM_KEYS of a config's values, flat."""
     flat = _flatten(values)
     return {key: flat[key] for key in HPARAM_KEYS if key in flat}
+
+
+def _check_streaming(experiment: Experiment, file_format: str) -> None:
+    data = experiment.data
+    if not experiment.train.steps:
+        raise ConfigError(
+            f"--config.data.path={data.path} is streamed, and a stream's size is not known before it is read: "
+            "set --config.train.steps (and --config.train.eval_every_steps for evaluations before the end)."
+        )
+    if data.max_examples:
+        raise ConfigError("--config.data.max_examples caps in-memory sources; a streamed one reads what it is given.")
+    if data.service_address and file_format == "jsonl":
+        raise ConfigError(
+            "--config.data.service_address: JSON lines are parsed in Python, which the tf.data service cannot "
+            "ship to its workers; use CSV or TFRecord shards (or prepared ones: python -m trainer.prepare)."
+        )
 
 
 def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, list]:

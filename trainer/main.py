@@ -26,6 +26,8 @@ from trainer import strategy as strategy_lib
 from trainer.config import Experiment, check_batch_sizes
 from trainer.data import sources
 from trainer.data.input_plan import InputPlan
+from trainer.data.stream_input import StreamInput
+from trainer.data.streams import Stream
 from trainer.run_dir import RunDirectory
 from trainer.serving import export as export_lib
 from trainer.serving import predict as predict_lib
@@ -209,24 +211,17 @@ def run(config: Experiment, config_values: dict) -> None:
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
-    task.prepare_labels(data.train, recorded_labels, run_dir.path)
+    task.prepare_labels(sources.label_examples(data.train), recorded_labels, run_dir.path)
     config_values["task"]["labels"] = list(task.label_names)
     training = FLAGS.mode not in ("evaluate", "continuous_eval")
-    steps_per_epoch = InputPlan.steps_per_epoch(len(data.train), config.train.batch_size)
+    streamed = isinstance(data.train, Stream)
+    # A stream's size is unknown: it trains train.steps (experiment.validate insists).
+    steps_per_epoch = 0 if streamed else InputPlan.steps_per_epoch(len(data.train), config.train.batch_size)
     final_step = config.train.steps or config.train.epochs * steps_per_epoch
-    validation = data.validation if len(data.validation) else None
+    validation = data.validation if sources.has_examples(data.validation) else None
     with strategy.scope():
         model = task.build_model()
-    data_config = config.data
-    input_plan = InputPlan(
-        strategy,
-        task.build_tokenizer(),
-        task.encode_labels,
-        data_config.seq_length,
-        data_config.num_buckets,
-        config.seed,
-        config.train.steps_per_loop,
-    )
+    input_plan = _input(config, task, strategy, streamed)
     jit_compile = steps.resolve_jit_compile(config.train.jit_compile)
     evaluator = Evaluator(task, model, strategy, input_plan, run_dir, config.eval.batch_size, jit_compile)
     if FLAGS.mode == "continuous_eval":
@@ -272,6 +267,33 @@ def run(config: Experiment, config_values: dict) -> None:
     trainer.train(data.train, validation if evaluate else None)
     results = {"validation": trainer.validate(validation, trainer.step)} if evaluate and validation else {}
     _finish(trainer, data.test if evaluate else None, results, evaluate)
+
+
+def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, streamed: bool) -> InputPlan | StreamInput:
+    """The input side: exact plans over in-memory examples, or pipelines over streamed files."""
+    data_config = config.data
+    if streamed:
+        return StreamInput(
+            strategy,
+            task.build_tokenizer(),
+            task.label_encoder(),
+            data_config.seq_length,
+            data_config.num_buckets,
+            config.seed,
+            task.pairs,
+            data_config.shuffle_buffer,
+            data_config.skip_corrupt_records,
+            data_config.service_address,
+        )
+    return InputPlan(
+        strategy,
+        task.build_tokenizer(),
+        task.encode_labels,
+        data_config.seq_length,
+        data_config.num_buckets,
+        config.seed,
+        config.train.steps_per_loop,
+    )
 
 
 def _finish(trainer: Trainer, test: sources.Examples | None, results: dict, evaluated: bool) -> None:

@@ -24,6 +24,8 @@ import numpy as np
 from trainer.errors import UserError
 
 MAX_REVIEW_BYTES = 64 << 20
+# A streamed record's list of labels (a JSON list) travels as one string joined by this.
+LIST_SEPARATOR = "\x1f"
 # Texts longer than this many characters keep their first and last halves of it.
 MIN_TEXT_CHARS = 200_000
 

@@ -8,7 +8,8 @@ The training loop asks it for the batches of a range of steps; a benchmark
 asks the same object which length each step was padded to.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+import dataclasses
 import time
 
 from absl import logging
@@ -19,6 +20,29 @@ from trainer import strategy as strategy_lib
 from trainer.data import batching, pipeline
 from trainer.data.examples import DataError, Examples
 from trainer.models.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingBatches:
+    """What the training loop reads: the distributed iterator and, for planned input, the plan that says
+    how many of the next steps share one padded length (streamed batches take any length)."""
+
+    iterator: Iterator
+    plan: batching.BatchPlan | None
+
+    def next_run(self, offset: int, limit: int) -> tuple[int, int | None]:
+        """(steps, padded length or None) of the next call: at most `limit` steps from plan batch `offset`."""
+        if self.plan is None:
+            return limit, None
+        return self.plan.run_length(offset, limit), int(self.plan.lengths[offset])
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationBatches:
+    """A split's distributed batches, every example once, and how many there are (None: unknown)."""
+
+    batches: Iterable
+    num_batches: int | None
 
 
 class InputPlan:
@@ -97,6 +121,18 @@ class InputPlan:
     def eval_plan(self, examples: Examples, split_name: str, global_batch_size: int) -> batching.BatchPlan:
         """Every example of the split once, grouped by bucket; short batches padded with zero-weight slots."""
         return batching.eval_plan(self.token_lengths(examples, split_name), global_batch_size, self.buckets)
+
+    def training_batches(
+        self, examples: Examples, global_batch_size: int, start_step: int, end_step: int, skipped: list[int]
+    ) -> TrainingBatches:
+        """The batches of training steps [start_step, end_step) by the plan, skipped positions left out."""
+        lengths = self.token_lengths(examples, "train")
+        plan = self.train_plan(lengths, global_batch_size, start_step, end_step, skipped)
+        return TrainingBatches(iter(self.distribute(examples, plan)), plan)
+
+    def evaluation_batches(self, examples: Examples, split_name: str, global_batch_size: int) -> EvaluationBatches:
+        plan = self.eval_plan(examples, split_name, global_batch_size)
+        return EvaluationBatches(self.distribute(examples, plan), len(plan))
 
     def distribute(self, examples: Examples, plan: batching.BatchPlan) -> tf.distribute.DistributedDataset:
         """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""

@@ -1,8 +1,10 @@
-"""Data sources: labelled texts from TFDS, an aclImdb tree or archive, CSV or JSONL, split for training.
+"""Data sources: labelled texts from TFDS, an aclImdb tree or archive, CSV, JSONL or TFRecord, split for training.
 
-Every source yields in-memory `Examples` (IMDb is ~33 MB of text); a seeded
-permutation then splits train into train and validation, the same way for
-every source. The rules on which paths fit which source live here, once.
+Small local sources are read whole into `Examples` (IMDb is ~33 MB of text),
+where a seeded permutation splits train into train and validation and the
+input plan is exact. Sharded, remote, TFRecord or large sources are streamed
+(trainer/data/streams.py): their splits are `Stream`s, held out by a hash of
+each record's key. The rules on which paths fit which source live here, once.
 """
 
 import os
@@ -11,21 +13,87 @@ from absl import logging
 import numpy as np
 
 from trainer.config import DataConfig
+from trainer.data import streams
 from trainer.data.aclimdb import ARCHIVE_SUFFIXES, read_aclimdb
 from trainer.data.examples import DataError, Examples, Splits
+from trainer.data.streams import Stream, StreamSource
 from trainer.data.tables import Columns, read_table, table_format
 from trainer.data.tfds_source import read_tfds
 
-__all__ = ["DataError", "Examples", "Splits", "load_splits", "resolve_source", "split"]
+__all__ = ["DataError", "Examples", "Splits", "is_streamed", "load_splits", "resolve_source", "split"]
+
+
+def _columns(data_config: DataConfig) -> Columns:
+    return Columns(
+        data_config.text_column, data_config.text_pair_column, data_config.label_column, data_config.label_delimiter
+    )
+
+
+def is_streamed(data_config: DataConfig) -> bool:
+    """Whether the configured source is read as a stream (see DataConfig.streaming)."""
+    source, path = data_config.source, data_config.path
+    if source in ("tfds", "aclimdb") or not path:
+        return False
+    if data_config.streaming != "auto":
+        return data_config.streaming == "on"
+    return streams.is_streamed_path(path, source)
+
+
+def has_examples(split: Examples | Stream | None) -> bool:
+    """Whether a split exists (and, held in memory, is not empty)."""
+    return split is not None and (isinstance(split, Stream) or len(split) > 0)
+
+
+# Records a streamed source's label vocabulary (and a regression's target scale) is learned from.
+LABEL_SAMPLE = 10_000
+
+
+def label_examples(split: Examples | Stream) -> Examples:
+    """What the task learns its labels from: the examples, or a streamed split's first LABEL_SAMPLE."""
+    return split.sample(LABEL_SAMPLE) if isinstance(split, Stream) else split
+
+
+def _stream_splits(data_config: DataConfig) -> Splits:
+    columns, id_column, source = _columns(data_config), data_config.id_column, data_config.source
+    seq_length = data_config.seq_length
+
+    def opened(path: str, flag: str) -> StreamSource:
+        return StreamSource.open(path, flag, columns, id_column, source)
+
+    train_source = opened(data_config.path, "--config.data.path")
+    fraction = data_config.validation_fraction
+    if data_config.validation_path:
+        train = Stream(train_source, "train", seq_length=seq_length)
+        validation = Stream(
+            opened(data_config.validation_path, "--config.data.validation_path"), "validation", seq_length=seq_length
+        )
+    else:
+        train = Stream(train_source, "train", fraction, "train" if fraction else "all", seq_length)
+        validation = Stream(train_source, "validation", fraction, "validation", seq_length) if fraction else None
+    test = (
+        Stream(opened(data_config.test_path, "--config.data.test_path"), "test", seq_length=seq_length)
+        if (data_config.test_path)
+        else None
+    )
+    logging.info(
+        "Streaming %d %s file(s) from %s: validation %s, test %s.",
+        len(train_source.files),
+        train_source.format,
+        data_config.path,
+        "from --config.data.validation_path" if data_config.validation_path else f"{fraction:.0%} by key hash",
+        f"{len(test.files)} file(s)" if test else "none",
+    )
+    return Splits(train, validation, test)
 
 
 def load_splits(data_config: DataConfig, seed: int, tfds_data_dir: str | None = None) -> Splits:
-    """Reads the configured source and holds out a seeded validation split of train."""
+    """Reads the configured source and holds out a seeded validation split of train (streamed sources:
+    opens them, reading nothing but their headers)."""
+    if is_streamed(data_config):
+        return _stream_splits(data_config)
     source = resolve_source(data_config)
     seq_length = data_config.seq_length
-    columns = Columns(
-        data_config.text_column, data_config.text_pair_column, data_config.label_column, data_config.label_delimiter
-    )
+    columns = _columns(data_config)
     if source == "tfds":
         train, test = read_tfds(data_config.tfds_name, tfds_data_dir, seq_length, columns[:3])
     elif source == "aclimdb":
@@ -57,8 +125,22 @@ def load_splits(data_config: DataConfig, seed: int, tfds_data_dir: str | None = 
 
 
 def resolve_source(data_config: DataConfig) -> str:
-    """Turns source 'auto' into a concrete source by looking at `path`; checks the paths fit it."""
+    """Turns source 'auto' into a concrete source by looking at `path`; checks the paths fit it (every shard
+    of a streamed source: its header or first record)."""
     source, path, test_path = data_config.source, data_config.path, data_config.test_path
+    if data_config.validation_path and not is_streamed(data_config):
+        raise DataError(
+            "--config.data.validation_path is for streamed sources; an in-memory source holds out "
+            "--config.data.validation_fraction of its training data (or set --config.data.streaming=on)."
+        )
+    if is_streamed(data_config):
+        if source in ("tfds", "aclimdb"):
+            raise DataError(
+                f"--config.data.streaming=on: the {source} source is read into memory; use csv/jsonl/tfrecord."
+            )
+        return _stream_splits(data_config).train.source.format
+    if source == "tfrecord":
+        raise DataError("--config.data.source=tfrecord is always streamed: drop --config.data.streaming=off.")
     if source == "tfds" and path:
         raise DataError(
             f"--config.data.source=tfds reads TFDS {data_config.tfds_name!r}, but --config.data.path={path} "

@@ -54,6 +54,7 @@ class Task(abc.ABC):
         self.encoder = encoder
         self.model_config = model_config
         self.task_config = task_config
+        self.data_config = data_config
         self.seq_length = data_config.seq_length
         self.truncation = Truncation(data_config.truncation, data_config.head_fraction)
         # A pair task reads two texts per example (and its export takes text_pair).
@@ -95,6 +96,11 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def encode_labels(self, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Labels as read from the data -> the array the steps take; raises DataError naming the example."""
+
+    @abc.abstractmethod
+    def label_encoder(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        """For streamed data, after `prepare_labels`: one label string -> (its target, as `encode_labels`
+        gives it, and whether the label is valid), as TensorFlow ops that run in the input pipeline."""
 
     @property
     @abc.abstractmethod

@@ -1,5 +1,6 @@
 """Classification of one text (or a pair) into one of two labels (binary) or one of many (multiclass)."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,17 @@ class BinaryClassificationTask(Task):
         if self.zero_one:
             return np.array([labels.binary(v, w) for v, w in zip(labels_read, ids)], np.float32)
         return labels.indices(labels.names_of(labels_read, ids), ids, self.label_names).astype(np.float32)
+
+    def label_encoder(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        if self.zero_one:
+            return labels.encode_binary
+        table = labels.lookup_table(self.label_names)
+
+        def encode(label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            index, ok = labels.encode_index(label, table)
+            return tf.cast(index, tf.float32), ok
+
+        return encode
 
     @property
     def num_outputs(self) -> int:
@@ -134,6 +146,10 @@ class MulticlassClassificationTask(Task):
 
     def encode_labels(self, labels_read: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return labels.indices(labels.names_of(labels_read, ids), ids, self.label_names)
+
+    def label_encoder(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        table = labels.lookup_table(self.label_names)
+        return lambda label: labels.encode_index(label, table)
 
     @property
     def num_outputs(self) -> int:

@@ -10,6 +10,7 @@ example at fault: file and line for tables, the review for aclImdb.
 import math
 
 import numpy as np
+import tensorflow as tf
 
 from trainer.data.examples import DataError
 
@@ -143,3 +144,53 @@ def number(value, where: str) -> float:
     if isinstance(value, bool) or not math.isfinite(target):
         raise DataError(f"{where}: target {value!r} is not a finite number.")
     return target
+
+
+# ----- the same rules as TensorFlow ops, for streamed data (one label string at a time) -----
+
+_NUMBER = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+
+
+def encode_binary(label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A 0/1 label string -> (float32 target, whether it is 0 or 1)."""
+    stripped = tf.strings.strip(label)
+    ok = tf.strings.regex_full_match(stripped, r"[01](\.0*)?")
+    return tf.where(ok, tf.strings.to_number(tf.where(ok, stripped, "0")), 0.0), ok
+
+
+def encode_number(label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A number string -> (float32 target, whether it reads as a finite number)."""
+    ok = tf.strings.regex_full_match(label, _NUMBER)
+    target = tf.strings.to_number(tf.where(ok, tf.strings.strip(label), "0"))
+    ok &= tf.math.is_finite(target)
+    return tf.where(ok, target, 0.0), ok
+
+
+def lookup_table(vocab: tuple[str, ...]) -> tf.lookup.StaticHashTable:
+    """Label name -> its index in `vocab` (-1 for a name outside it)."""
+    initializer = tf.lookup.KeyValueTensorInitializer(list(vocab), tf.range(len(vocab), dtype=tf.int64))
+    return tf.lookup.StaticHashTable(initializer, default_value=-1)
+
+
+def encode_index(label: tf.Tensor, table: tf.lookup.StaticHashTable) -> tuple[tf.Tensor, tf.Tensor]:
+    """A label name -> (int32 index into the vocabulary, whether it is in it)."""
+    index = table.lookup(canonical(label))
+    return tf.cast(tf.maximum(index, 0), tf.int32), index >= 0
+
+
+def encode_multi_hot(
+    label: tf.Tensor, table: tf.lookup.StaticHashTable, size: int, delimiter: str
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Label names joined by `delimiter` -> (float32 [size] multi-hot, whether every name is known)."""
+    names = tf.strings.split(label, delimiter)
+    names = tf.boolean_mask(names, tf.strings.length(tf.strings.strip(names)) > 0)
+    indices = table.lookup(canonical(names))
+    ok = tf.reduce_all(indices >= 0)
+    hot = tf.reduce_max(tf.one_hot(tf.maximum(indices, 0), size), axis=0)
+    return tf.where(ok, tf.reshape(hot, [size]), tf.zeros([size])), ok
+
+
+def canonical(label: tf.Tensor) -> tf.Tensor:
+    """A label's name as `name` gives it: stripped, and a whole number without its decimal point."""
+    label = tf.strings.strip(label)
+    return tf.strings.regex_replace(label, r"^([-+]?\d+)\.0*$", r"\1")

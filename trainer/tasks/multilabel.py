@@ -1,11 +1,13 @@
 """Multi-label classification: any number of labels per text (or pair), one sigmoid each."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from trainer.data.examples import LIST_SEPARATOR
 from trainer.tasks import labels, metrics
 from trainer.tasks.base import Metrics, Predictions, Task
 
@@ -27,6 +29,11 @@ class MultilabelClassificationTask(Task):
 
     def encode_labels(self, labels_read: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return labels.multi_hot(labels.names_of(labels_read, ids, several=True), ids, self.label_names)
+
+    def label_encoder(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        table = labels.lookup_table(self.label_names)
+        delimiter = self.data_config.label_delimiter or LIST_SEPARATOR
+        return lambda label: labels.encode_multi_hot(label, table, len(self.label_names), delimiter)
 
     @property
     def num_outputs(self) -> int:

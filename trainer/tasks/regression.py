@@ -1,5 +1,6 @@
 """Regression: one score per text (or pair), such as a star rating."""
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,9 @@ class RegressionTask(Task):
 
     def encode_labels(self, labels_read: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return np.array([labels.number(v, w) for v, w in zip(labels_read, ids)], np.float32)
+
+    def label_encoder(self) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+        return labels.encode_number
 
     @property
     def num_outputs(self) -> int:

@@ -47,15 +47,15 @@ class Evaluator:
         """The task's results on `examples` (float scalars also as summaries at `step` and in the log)."""
         for metric in self.metrics.values():
             metric.reset_state()
-        plan = self.input_plan.eval_plan(examples, split_name, self.global_batch_size)
+        batches = self.input_plan.evaluation_batches(examples, split_name, self.global_batch_size)
         start = time.time()
         collected: list[list[np.ndarray]] = []
-        for batch_index, inputs in enumerate(self.input_plan.distribute(examples, plan), start=1):
+        for batch_index, inputs in enumerate(batches.batches, start=1):
             gathered = self.step_functions.run(inputs)
             if gathered is not None:
                 collected.append([value.numpy() for value in gathered])
             if batch_index % 50 == 0:
-                logging.info("eval %s: batch %d/%d", split_name, batch_index, len(plan))
+                logging.info("eval %s: batch %d/%s", split_name, batch_index, batches.num_batches or "?")
         results = self.task.aggregate(self.metrics, _predictions(collected) if collected else None)
         scalars = {name: value for name, value in results.items() if isinstance(value, float)}
         logging.info(
@@ -63,7 +63,7 @@ class Evaluator:
             split_name,
             step,
             "  ".join(f"{name} {value:.4f}" for name, value in scalars.items()),
-            len(examples) / max(time.time() - start, 1e-9),
+            results.get("num_examples", 0) / max(time.time() - start, 1e-9),
         )
         self.run_dir.write_scalars(summaries_name(split_name), step, scalars)
         return results

@@ -15,7 +15,6 @@ import signal
 import time
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -217,10 +216,9 @@ class Trainer:
         elif self.step >= self.total_steps:
             logging.info("Checkpoint is at step %d of %d: training is complete.", self.step, self.total_steps)
         else:
-            lengths = self.input_plan.token_lengths(examples, "train")
             previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
             try:
-                while not self._train_from(self.step, examples, lengths, validation):
+                while not self._train_from(self.step, examples, validation):
                     pass
             finally:
                 self.profiler.stop()
@@ -234,18 +232,16 @@ class Trainer:
         logging.warning("Received signal %d: saving a checkpoint at the next step boundary, then exiting.", signum)
         self._stop_requested = True
 
-    def _train_from(
-        self, start_step: int, examples: Examples, lengths: np.ndarray, validation: Examples | None
-    ) -> bool:
+    def _train_from(self, start_step: int, examples: Examples, validation: Examples | None) -> bool:
         """Trains from `start_step`; returns False if it rolled back to a checkpoint and must go again."""
         config = self.config
         eval_every = config.eval_every_steps or self.steps_per_epoch
         logging.info(
-            "Training steps %d..%d (%d per epoch), global batch %d = %d per replica x %d replicas, "
+            "Training steps %d..%d (%s), global batch %d = %d per replica x %d replicas, "
             "precision %s, XLA %s, buckets %s.",
             start_step,
             self.total_steps,
-            self.steps_per_epoch,
+            f"{self.steps_per_epoch} per epoch" if self.steps_per_epoch else "a stream",
             config.batch_size,
             config.batch_size // self.num_replicas,
             self.num_replicas,
@@ -256,10 +252,9 @@ class Trainer:
         if start_step == 0 and not self.checkpoints.candidates():
             # A rollback target for the NaN policy, and proof the directory takes a checkpoint.
             self._save_checkpoint()
-        plan = self.input_plan.train_plan(
-            lengths, config.batch_size, start_step, self.total_steps, self.skipped_positions
+        batches = self.input_plan.training_batches(
+            examples, config.batch_size, start_step, self.total_steps, self.skipped_positions
         )
-        iterator = iter(self.input_plan.distribute(examples, plan))
         step = start_step
         window_start, window_step, run_start = time.time(), step, time.time()
         # The final checkpoint and evaluation are done by the caller, not here.
@@ -270,17 +265,15 @@ class Trainer:
             marks = [_next_multiple(step, every) for every in periodic.values()] + self.profiler.boundaries()
             boundary = min([self.total_steps] + [mark for mark in marks if mark > step])
             self.profiler.at_step(step)
-            offset = step - start_step
-            num_steps = plan.run_length(offset, min(config.steps_per_loop, boundary - step))
-            seq_length = int(plan.lengths[offset])
+            num_steps, seq_length = batches.next_run(step - start_step, min(config.steps_per_loop, boundary - step))
             traces = self.step_functions.compilations()
             first_diverged, stop = self.step_functions.run(
-                iterator, tf.constant(num_steps), seq_length, tf.constant(float(self._stop_requested))
+                batches.iterator, tf.constant(num_steps), seq_length, tf.constant(float(self._stop_requested))
             )
             if self.step_functions.compilations() > traces:
                 logging.info(
-                    "Compiled the train step for length %d (%s; %d compilation(s) so far).",
-                    seq_length,
+                    "Compiled the train step for length %s (%s; %d compilation(s) so far).",
+                    seq_length or "any",
                     "XLA" if self.jit_compile else "graph",
                     self.step_functions.compilations(),
                 )

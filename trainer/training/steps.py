@@ -48,8 +48,10 @@ def build_train_step(
     jit_compile: bool,
     averages: WeightAverages | None = None,
 ) -> StepFunctions:
-    """`run(iterator, num_steps, seq_length, stop_requested)` runs `num_steps` steps; it returns the offset of
-    the first step whose loss or gradients were not finite (-1: none) and whether any worker asked to stop.
+    """`run(iterator, num_steps, seq_length, stop_requested)` runs `num_steps` steps of batches padded to
+    `seq_length` (None: any length, as streamed batches come; XLA then compiles once per length). It returns
+    the offset of the first step whose loss or gradients were not finite (-1: none) and whether any worker
+    asked to stop.
     With `averages`, each step also moves the weight averages."""
     loss_scaled = precision.is_loss_scaled(optimizer)
     scale_loss = precision.loss_scaler(optimizer)
@@ -79,7 +81,7 @@ def build_train_step(
         return diverged, stops > 0
 
     @tf.function
-    def run(iterator, num_steps, seq_length: int, stop_requested):
+    def run(iterator, num_steps, seq_length: int | None, stop_requested):
         first_diverged, stop = tf.constant(-1), tf.constant(False)
         for i in tf.range(num_steps):
             features, labels, weights = next(iterator)
