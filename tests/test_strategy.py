@@ -2,9 +2,11 @@
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from configs import smoke
 from trainer import strategy as strategy_lib
@@ -48,3 +50,18 @@ def test_learning_rate_scaling_with_the_replicas_is_a_config_choice(tmp_path, vo
     schedule = trainer.optimizer.get_config()["learning_rate"]["config"]
     assert schedule["peak"] == pytest.approx(config.train.learning_rate * factor)
     assert f"(distribute.lr_scaling={scaling})" in caplog.text
+
+
+def test_worker_ids_count_the_chief_first_as_vertex_ai_names_it():
+    """Vertex AI's TF_CONFIG has a "chief" job beside "worker": worker 0 must not share the chief's id,
+    or two workers would compute one share of the token counts and nobody the last."""
+    with_chief = {"chief": ["c:1"], "worker": ["w0:1", "w1:1"]}
+    cases = [(with_chief, "chief", 0, 0), (with_chief, "worker", 0, 1), (with_chief, "worker", 1, 2)]
+    cases += [({"worker": ["w0:1", "w1:1"]}, "worker", 1, 1)]
+    for spec, task_type, task_id, expected in cases:
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(spec), task_type=task_type, task_id=task_id
+        )
+        strategy = types.SimpleNamespace(cluster_resolver=resolver)
+        assert strategy_lib.worker_id(strategy) == expected, (spec, task_type, task_id)
+        assert strategy_lib.num_workers(strategy) == len(spec.get("chief", [])) + len(spec["worker"])

@@ -91,8 +91,9 @@ class DataConfig:
     shuffle_buffer: int = option(10_000, "Streamed training: records shuffled together.", POSITIVE)
     skip_corrupt_records: bool = option(
         False,
-        "Streamed sources: skip records that cannot be read or whose label does not fit (logged) instead of "
-        "stopping the run.",
+        "Streamed sources: drop records whose label does not fit the task or whose JSON line does not parse, "
+        "instead of stopping the run. A shard the reader cannot get through (damaged gzip or TFRecord, a "
+        "CSV row with the wrong number of fields) always stops it, naming the shard.",
     )
     service_address: str = option(
         "", "tf.data service dispatcher (grpc://host:port) that tokenizes streamed training data on its workers."

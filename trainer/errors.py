@@ -8,6 +8,7 @@ Every error the trainer raises on purpose derives from one of four kinds, so
 | `UserError` | 2 | a bad flag, config, data file or model_dir: fix the input, do not retry |
 | `DivergedError` | 3 | the loss became NaN/Inf: change the recipe, do not retry as is |
 | `WriteError` | 1 | a checkpoint or export could not be written: look at the log, then rerun |
+| `ReadError` | 1 | a data shard turned out unreadable mid-run (after a checkpoint): fix it, then rerun |
 | `RetryableError` | 143 | stopped early on purpose (SIGTERM after a checkpoint, a lost peer): restart |
 
 143 is 128 + SIGTERM, which Kubeflow's `restartPolicy: ExitCode` retries.
@@ -47,3 +48,10 @@ class RetryableError(TrainerError):
     """The run stopped early on purpose and resumes when restarted."""
 
     exit_status = EXIT_RETRYABLE
+
+
+class ReadError(TrainerError):
+    """A record of a streamed source could not be read mid-run; the message names the shard and what was
+    saved."""
+
+    exit_status = EXIT_WRITE_FAILED

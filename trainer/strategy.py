@@ -248,9 +248,14 @@ def as_peer_loss(error: Exception, strategy_name: str) -> PeerLostError | None:
 
 
 def worker_id(strategy: tf.distribute.Strategy) -> int:
-    """This worker's task index in the cluster (0 without one)."""
+    """This worker's place among the cluster's workers, the chief first (0 without a cluster): with a
+    "chief" job (Vertex AI's TF_CONFIG), worker i is i + 1; without one, worker i is i."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
+    if resolver is None or not resolver.task_type:
+        return 0
+    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
+    index = int(resolver.task_id or 0)
+    return index + 1 if has_chief and resolver.task_type == "worker" else index
 
 
 def num_workers(strategy: tf.distribute.Strategy) -> int:

@@ -134,6 +134,10 @@ class InputPlan:
         plan = self.eval_plan(examples, split_name, global_batch_size)
         return EvaluationBatches(self.distribute(examples, plan), len(plan))
 
+    def read_error(self, examples: Examples, error: tf.errors.OpError) -> None:
+        """In-memory examples were read before training: a failure of their pipeline is not a read error."""
+        del examples, error
+
     def distribute(self, examples: Examples, plan: batching.BatchPlan) -> tf.distribute.DistributedDataset:
         """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""
         labels = self.encode_labels(examples.labels, examples.ids)

@@ -79,6 +79,20 @@ class StreamInput:
         make = self.dataset_fn(stream, global_batch_size, training=False)
         return EvaluationBatches(self.strategy.distribute_datasets_from_function(make), num_batches=None)
 
+    def read_error(self, stream: Stream, error: tf.errors.OpError) -> str | None:
+        """What a failure of the input pipeline was, naming the shard at fault; None if it was not a read."""
+        message = " ".join(error.message.split())
+        named = next(
+            (line for line in error.message.splitlines() if ": label '" in line or ": not valid" in line), None
+        )
+        if named is not None:
+            return named.strip().strip("[]")
+        if not isinstance(error, tf.errors.DataLossError) and "IteratorGetNext" not in message:
+            return None
+        culprit = stream.first_unreadable()
+        where = f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else f"a shard failed ({message[:300]})"
+        return f"{stream.source.flag}: {where}."
+
     def dataset_fn(self, stream: Stream, global_batch_size: int, training: bool, consumed: int = 0) -> DatasetFn:
         """The function of an InputContext that builds one input pipeline's batches."""
 
@@ -117,7 +131,7 @@ class StreamInput:
         )
         if training:
             files = files.shuffle(len(stream.files), seed=self.seed, reshuffle_each_iteration=True).repeat()
-        records = stream.records(files, self.skip_corrupt_records)
+        records = stream.records(files)
         if not by_file:
             records = records.shard(num_pipelines, pipeline_id)
         records = records.map(self._labelled, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -130,9 +144,7 @@ class StreamInput:
     def _labelled(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         target, ok = self.label_encoder(record["label"])
         if not self.skip_corrupt_records:
-            message = tf.strings.join(
-                [record["key"], ": label '", record["label"], "' is not a label of this task (see the log's labels)"]
-            )
+            message = tf.strings.join([record["key"], ": label ", record["label"], " is not a label of this task"])
             with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
                 target = tf.identity(target)
         return {

@@ -319,8 +319,13 @@ class Stream:
         )
         return held_out if self.part == "validation" else tf.logical_not(held_out)
 
-    def records(self, files: tf.data.Dataset, skip_corrupt: bool = False, parallel: bool = True) -> tf.data.Dataset:
-        """The kept, cleaned records of `files`, interleaved a few files at a time in a fixed order."""
+    def records(self, files: tf.data.Dataset, parallel: bool = True) -> tf.data.Dataset:
+        """The kept, cleaned records of `files`, interleaved a few files at a time in a fixed order.
+
+        A file the reader cannot get through (a damaged gzip stream or TFRecord frame, a CSV row with
+        the wrong number of fields) fails the iteration: tf.data's ignore_errors cannot step over such a
+        spot (it reads the same error again, or the file again), so it is never skipped.
+        """
         cycle = min(len(self.files), 8)
         records = files.interleave(
             self.source.read_file,
@@ -329,8 +334,6 @@ class Stream:
             num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
             deterministic=True,
         )
-        if skip_corrupt:
-            records = records.ignore_errors(log_warning=True)
         max_bytes = examples_lib.max_text_chars(self.seq_length)
         pairs = bool(self.source.columns.pair)
         return (
@@ -338,6 +341,16 @@ class Stream:
             .map(lambda r: clean(r, max_bytes, pairs), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .filter(lambda record: record["keep"])
         )
+
+    def first_unreadable(self) -> tuple[str, str] | None:
+        """(file, error) of the first file that cannot be read to its end, after a read failed mid-run."""
+        for name in self.files:
+            try:
+                for _ in self.source.read_file(tf.constant(name)):
+                    pass
+            except tf.errors.OpError as e:
+                return name, " ".join(e.message.split())[:200]
+        return None
 
     def sample(self, count: int) -> Examples:
         """The first `count` kept records, taken round-robin over all files: what the task learns the label

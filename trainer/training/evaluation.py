@@ -10,6 +10,7 @@ import tf_keras
 
 from trainer.data.examples import Examples
 from trainer.data.input_plan import InputPlan
+from trainer.errors import ReadError
 from trainer.run_dir import RunDirectory, summaries_name
 from trainer.tasks.base import Predictions, Task
 from trainer.training import steps
@@ -50,12 +51,18 @@ class Evaluator:
         batches = self.input_plan.evaluation_batches(examples, split_name, self.global_batch_size)
         start = time.time()
         collected: list[list[np.ndarray]] = []
-        for batch_index, inputs in enumerate(batches.batches, start=1):
-            gathered = self.step_functions.run(inputs)
-            if gathered is not None:
-                collected.append([value.numpy() for value in gathered])
-            if batch_index % 50 == 0:
-                logging.info("eval %s: batch %d/%s", split_name, batch_index, batches.num_batches or "?")
+        try:
+            for batch_index, inputs in enumerate(batches.batches, start=1):
+                gathered = self.step_functions.run(inputs)
+                if gathered is not None:
+                    collected.append([value.numpy() for value in gathered])
+                if batch_index % 50 == 0:
+                    logging.info("eval %s: batch %d/%s", split_name, batch_index, batches.num_batches or "?")
+        except tf.errors.OpError as e:
+            reason = self.input_plan.read_error(examples, e)
+            if reason is None:
+                raise
+            raise ReadError(f"{reason} (evaluating the {split_name} split at step {step}).") from None
         results = self.task.aggregate(self.metrics, _predictions(collected) if collected else None)
         scalars = {name: value for name, value in results.items() if isinstance(value, float)}
         logging.info(

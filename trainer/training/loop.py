@@ -23,7 +23,7 @@ from trainer.config import DistributeConfig, TrainConfig
 from trainer.data import batching
 from trainer.data.examples import Examples
 from trainer.data.input_plan import InputPlan
-from trainer.errors import DivergedError, RetryableError
+from trainer.errors import DivergedError, ReadError, RetryableError
 from trainer.run_dir import TRAIN_SUMMARIES, RunDirectory
 from trainer.schema import ConfigError
 from trainer.tasks.base import Task
@@ -267,9 +267,13 @@ class Trainer:
             self.profiler.at_step(step)
             num_steps, seq_length = batches.next_run(step - start_step, min(config.steps_per_loop, boundary - step))
             traces = self.step_functions.compilations()
-            first_diverged, stop = self.step_functions.run(
-                batches.iterator, tf.constant(num_steps), seq_length, tf.constant(float(self._stop_requested))
-            )
+            try:
+                first_diverged, stop = self.step_functions.run(
+                    batches.iterator, tf.constant(num_steps), seq_length, tf.constant(float(self._stop_requested))
+                )
+            except tf.errors.OpError as e:
+                self._stop_on_read_error(examples, e)
+                raise
             if self.step_functions.compilations() > traces:
                 logging.info(
                     "Compiled the train step for length %s (%s; %d compilation(s) so far).",
@@ -307,6 +311,21 @@ class Trainer:
             "Compilations after training: %s (buckets %s).", self.compilations(), self.input_plan.buckets.tolist()
         )
         return True
+
+    def _stop_on_read_error(self, examples: Examples, error: tf.errors.OpError) -> None:
+        """A streamed shard failed mid-run: save what was trained (one worker; a cluster's peers are stuck in
+        the step's collective and keep their last checkpoint) and stop naming the shard."""
+        reason = self.input_plan.read_error(examples, error)
+        if reason is None:
+            return
+        saved = "the last checkpoint is kept"
+        if strategy_lib.num_workers(self.strategy) == 1:
+            self._save_checkpoint()
+            saved = f"saved a checkpoint at step {self.step}"
+        raise ReadError(
+            f"{reason} Stopped and {saved}: repair or remove the shard (or set "
+            "--config.data.skip_corrupt_records=true to skip what cannot be read) and rerun to resume."
+        ) from None
 
     def _handle_divergence(self, step: int) -> None:
         """A step's loss or gradients were NaN/Inf: stop, or roll back and skip its batch."""
