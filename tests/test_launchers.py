@@ -1181,3 +1181,453 @@ def test_local_cluster_pins_the_evaluator_to_the_other_cores(tmp_path):
     assert launcher.returncode == 0, stdout + stderr
     assert (tmp_path / "cpus-worker-0").read_text() == str(cores[0])
     assert (tmp_path / "cpus-evaluator").read_text() == " ".join(map(str, cores[1:]))
+
+
+# --- vertex_job.sh ---------------------------------------------------------------------------
+
+VERTEX_JOB = LAUNCH / "vertex_job.sh"
+DOCUMENTED["vertex_job.sh"] = [
+    "submit",
+    "status",
+    "logs",
+    "cancel",
+    "--region",
+    "--project",
+    "--display_name",
+    "--image",
+    "--num_workers",
+    "--model_dir",
+    "--machine_type",
+    "--accelerator_type",
+    "--accelerator_count",
+    "--evaluator",
+    "--service_account",
+    "--spot",
+    "--timeout",
+    "--spec_file",
+    "--job",
+    "--dry-run",
+    "gcloud ai custom-jobs create",
+    "TF_CONFIG",
+    '"chief"',
+    '"evaluator"',
+    "restartJobOnWorkerRestart",
+    "143",
+    "--mode=continuous_eval",
+    "--mode=train",
+    "gs://",
+    "launch/Dockerfile",
+]
+IMAGE = "us-central1-docker.pkg.dev/my-project/trainers/bert-trainer:v1"
+VERTEX = ["--region", "us-central1", "--image", IMAGE, "--model_dir", "gs://my-bucket/runs/imdb"]
+TRAINER_FLAGS = ["--config=configs/minilm_imdb.py", "--config.data.path=gs://my-bucket/data/aclImdb_v1.tar.gz"]
+
+
+def _vertex_dry_run(args, env, trainer_flags=TRAINER_FLAGS):
+    """Runs `submit --dry-run`; returns (the spec file's name, its JSON, the commands after it as argvs, stderr)."""
+    process = run([VERTEX_JOB, "submit", *args, "--dry-run", "--", *trainer_flags], env=env)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    heredoc = re.fullmatch(r"cat > (\S+) <<'EOF'", lines[0])
+    assert heredoc, lines[0]
+    end = lines.index("EOF")
+    spec = json.loads("\n".join(lines[1:end]))
+    return heredoc.group(1), spec, [shlex.split(line) for line in lines[end + 1 :]], process.stderr
+
+
+def _container_args(pool):
+    return pool["containerSpec"]["args"]
+
+
+def test_vertex_dry_run_builds_the_chief_and_worker_pools(no_gcloud):
+    spec_file, spec, commands, _ = _vertex_dry_run([*VERTEX, "--num_workers", "3"], no_gcloud)
+    chief, workers = spec["workerPoolSpecs"]  # no evaluator: pools 0 and 1 only
+    assert chief["replicaCount"] == 1 and workers["replicaCount"] == 2
+    expected_args = [
+        "--strategy=multi_worker_mirrored",
+        "--model_dir=gs://my-bucket/runs/imdb",
+        *TRAINER_FLAGS,
+        "--config.distribute.connect_timeout_seconds=600",  # longer than the trainer's 120 s default
+    ]
+    for pool in (chief, workers):
+        assert pool["containerSpec"] == {"imageUri": IMAGE, "args": expected_args}  # no command: the ENTRYPOINT runs
+        assert pool["machineSpec"] == {
+            "machineType": "n1-standard-8",
+            "acceleratorType": "NVIDIA_TESLA_T4",
+            "acceleratorCount": 1,
+        }
+    assert commands == [
+        [
+            "gcloud",
+            "ai",
+            "custom-jobs",
+            "create",
+            "--region=us-central1",
+            "--display-name=bert-trainer",
+            f"--config={spec_file}",
+            "--format=value(name)",
+        ]
+    ]
+    # One worker: the chief's pool alone; CPU-only machines have no accelerator fields.
+    _, spec, _, _ = _vertex_dry_run(
+        [*VERTEX, "--num_workers", "1", "--accelerator_count", "0", "--machine_type", "n2-standard-16"], no_gcloud
+    )
+    (chief,) = spec["workerPoolSpecs"]
+    assert chief["replicaCount"] == 1 and chief["machineSpec"] == {"machineType": "n2-standard-16"}
+
+
+def test_vertex_restart_settings_are_in_the_spec(no_gcloud):
+    _, spec, _, _ = _vertex_dry_run([*VERTEX, "--num_workers", "2"], no_gcloud)
+    # A restarted worker restarts the whole job (MultiWorkerMirroredStrategy cannot take back one worker
+    # alone); nothing disables Vertex AI's retries; the timeout bounds a job that keeps failing.
+    assert spec["scheduling"] == {"restartJobOnWorkerRestart": True, "timeout": "604800s"}
+    assert "serviceAccount" not in spec
+    _, spec, _, _ = _vertex_dry_run(
+        [
+            *VERTEX,
+            "--num_workers=2",
+            "--spot",
+            "--timeout=86400",
+            "--service_account=trainer@my-project.iam.gserviceaccount.com",
+            "--accelerator_type=nvidia-l4",
+            "--accelerator_count=2",
+        ],
+        no_gcloud,
+    )
+    assert spec["scheduling"] == {"restartJobOnWorkerRestart": True, "strategy": "SPOT", "timeout": "86400s"}
+    assert spec["serviceAccount"] == "trainer@my-project.iam.gserviceaccount.com"
+    for pool in spec["workerPoolSpecs"]:
+        assert pool["machineSpec"]["acceleratorType"] == "NVIDIA_L4" and pool["machineSpec"]["acceleratorCount"] == 2
+
+
+@pytest.mark.parametrize("num_workers", [1, 3])
+@pytest.mark.parametrize("mode_flags", [["--mode=train"], ["--mode", "evaluate", "--mode=train"], []])
+def test_vertex_evaluator_is_pool_3(no_gcloud, num_workers, mode_flags):
+    flags = [*TRAINER_FLAGS, *mode_flags]
+    args = [*VERTEX, "--num_workers", str(num_workers), "--project", "my-project", "--display_name", "imdb eval"]
+    spec_file, body, commands, stderr = _vertex_dry_run([*args, "--evaluator"], no_gcloud, flags)
+    assert body["displayName"] == "imdb eval"
+    chief, workers, parameter_servers, evaluator = body["jobSpec"]["workerPoolSpecs"]
+    assert parameter_servers == {}
+    assert workers == ({} if num_workers == 1 else {**chief, "replicaCount": num_workers - 1})
+    assert evaluator["replicaCount"] == 1 and evaluator["machineSpec"] == chief["machineSpec"]
+    assert evaluator["containerSpec"]["imageUri"] == IMAGE
+    # The workers' args with --mode=continuous_eval last: the trainer takes a flag's last value.
+    assert _container_args(evaluator) == [*_container_args(chief), "--mode=continuous_eval"]
+    assert _container_args(evaluator)[-1] == "--mode=continuous_eval"
+    assert body["jobSpec"]["scheduling"]["restartJobOnWorkerRestart"] is True
+    # gcloud's --config check refuses the empty pools: the API takes the job directly.
+    (command,) = commands
+    assert command[:2] == ["printf", "Authorization: Bearer %s\\n"] and command[3] == "|"
+    assert command[2] == "$(gcloud auth print-access-token)"
+    assert command[4:] == [
+        "curl",
+        "-sS",
+        "-X",
+        "POST",
+        "-H",
+        "@-",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        f"@{spec_file}",
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/my-project/locations/us-central1/customJobs",
+    ]
+    assert ("should run --mode=train" in stderr) == (mode_flags[-1:] != ["--mode=train"]), stderr
+    # Without --evaluator: no pool 3, no --mode=continuous_eval anywhere, no warning.
+    _, spec, commands, stderr = _vertex_dry_run(args, no_gcloud, flags)
+    assert len(spec["workerPoolSpecs"]) == (1 if num_workers == 1 else 2)
+    assert all("--mode=continuous_eval" not in _container_args(pool) for pool in spec["workerPoolSpecs"])
+    assert commands[0][:4] == ["gcloud", "ai", "custom-jobs", "create"] and "should run" not in stderr
+
+
+def test_vertex_takes_the_strategy_and_model_dir_after_the_dashes_too(no_gcloud):
+    flags = ["--strategy", "multi_worker_mirrored", "--model_dir=gs://other-bucket/run", "--config=c.py"]
+    args = ["--region", "us-central1", "--image", IMAGE, "--num_workers", "2"]
+    _, spec, _, _ = _vertex_dry_run(args, no_gcloud, flags)
+    for pool in spec["workerPoolSpecs"]:  # nothing doubled
+        assert _container_args(pool) == [*flags, "--config.distribute.connect_timeout_seconds=600"]
+    # A join timeout of the user's own replaces the launcher's.
+    _, spec, _, _ = _vertex_dry_run(
+        [*VERTEX, "--num_workers=2"], no_gcloud, ["--config.distribute.connect_timeout_seconds=900"]
+    )
+    assert [a for a in _container_args(spec["workerPoolSpecs"][0]) if "connect_timeout" in a] == [
+        "--config.distribute.connect_timeout_seconds=900"
+    ]
+    # A local data path works on no replica's VM: a warning, not a refusal (it may be in the image).
+    flags = ["--dry-run", "--", "--config.data.path=data.tgz"]
+    process = run([VERTEX_JOB, "submit", *VERTEX, "--num_workers=2", *flags], env=no_gcloud)
+    assert process.returncode == 0 and "--config.data.path=data.tgz is not a gs:// path" in process.stderr
+
+
+@pytest.mark.parametrize("model_dir", ["runs/imdb", "/data/runs/imdb", "gs://", "s3://bucket/runs", "gs:/b/r"])
+def test_vertex_refuses_a_model_dir_off_gcs(no_gcloud, model_dir):
+    args = ["submit", "--region=us-central1", f"--image={IMAGE}", "--num_workers=2", "--dry-run"]
+    for where in ([f"--model_dir={model_dir}"], ["--", f"--model_dir={model_dir}"], ["--", "--model_dir", model_dir]):
+        process = run([VERTEX_JOB, *args, *where], env=no_gcloud)
+        assert process.returncode == 2, process.stdout + process.stderr
+        first_line = process.stderr.splitlines()[0]
+        assert first_line.startswith("vertex_job.sh: --model_dir must be a gs:// path"), first_line
+        assert f"got '{model_dir}'" in first_line and process.stdout == ""
+
+
+BAD_VERTEX_INPUT = {
+    "no subcommand": ([], "missing SUBCOMMAND"),
+    "unknown subcommand": (["start", *VERTEX], "unknown subcommand 'start'"),
+    "unknown option": (["submit", *VERTEX, "--num_workers=2", "--zone=z"], "unknown option '--zone=z'"),
+    "no region": (["submit", "--image", IMAGE, "--num_workers=2"], "--region is required"),
+    "bad region": (["status", "--region", "US Central", "--job", "1"], "--region: not a region name"),
+    "bad project": (["status", "--region", "us-central1", "--project", "My Project", "--job", "1"], "--project"),
+    "no image": (["submit", "--region", "us-central1", "--num_workers=2"], "--image is required"),
+    "no num_workers": (["submit", *VERTEX], "--num_workers is required"),
+    "zero workers": (["submit", *VERTEX, "--num_workers", "0"], "--num_workers must be a positive integer"),
+    "num_workers without value": (["submit", *VERTEX, "--num_workers"], "--num_workers needs a value"),
+    "no model_dir": (["submit", "--region=us-central1", f"--image={IMAGE}", "--num_workers=2"], "--model_dir is"),
+    "two model_dirs": (
+        ["submit", *VERTEX, "--num_workers=2", "--", "--model_dir=gs://b/other"],
+        "--model_dir is given twice",
+    ),
+    "bad accelerator_count": (["submit", *VERTEX, "--num_workers=2", "--accelerator_count=-1"], "--accelerator_count"),
+    "bad accelerator_type": (
+        ["submit", *VERTEX, "--num_workers=2", "--accelerator_type=nvidia t4"],
+        "--accelerator_type",
+    ),
+    "bad machine_type": (["submit", *VERTEX, "--num_workers=2", "--machine_type=big one"], "--machine_type"),
+    "bad timeout": (["submit", *VERTEX, "--num_workers=2", "--timeout=0"], "--timeout must be a positive number"),
+    "bad service_account": (["submit", *VERTEX, "--num_workers=2", "--service_account=me"], "--service_account"),
+    "bad display_name": (["submit", *VERTEX, "--num_workers=2", "--display_name="], "--display_name"),
+    "worker_hosts": (["submit", *VERTEX, "--num_workers=2", "--", "--worker_hosts=a:1,b:2"], "drop --worker_hosts"),
+    "task_index": (["submit", *VERTEX, "--num_workers=2", "--", "--task_index", "0"], "drop --task_index"),
+    "other strategy": (["submit", *VERTEX, "--num_workers=2", "--", "--strategy=mirrored"], "drop --strategy=mirrored"),
+    "job for submit": (["submit", *VERTEX, "--num_workers=2", "--job=1"], "--job is only for"),
+    "status without job": (["status", "--region", "us-central1"], "--job is required for 'status'"),
+    "bad job": (["logs", "--region", "us-central1", "--job", "my job"], "--job must be a job ID"),
+    "flags for cancel": (
+        ["cancel", "--region", "us-central1", "--job", "1", "--", "--mode=train"],
+        "only for 'submit'",
+    ),
+    "evaluator for logs": (["logs", "--region", "us-central1", "--job", "1", "--evaluator"], "--evaluator is only"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VERTEX_INPUT))
+def test_vertex_job_rejects_bad_input_with_exit_2(no_gcloud, case):
+    args, message = BAD_VERTEX_INPUT[case]
+    process = run([VERTEX_JOB, *args, "--dry-run"] if args else [VERTEX_JOB], env=no_gcloud)
+    assert process.returncode == 2, process.stdout + process.stderr
+    first_line = process.stderr.splitlines()[0]
+    assert first_line.startswith("vertex_job.sh: ") and message in first_line, process.stderr
+    assert process.stdout == ""
+
+
+def test_vertex_dry_run_needs_no_gcloud(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "tr"):  # all a dry run needs
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    assert shutil.which("gcloud", path=str(bin_dir)) is None
+    env = dict(os.environ, PATH=str(bin_dir))
+    for evaluator in ([], ["--evaluator"]):
+        process = run(
+            [VERTEX_JOB, "submit", *VERTEX, "--num_workers=2", *evaluator, "--dry-run", "--", "--mode=train"], env
+        )
+        assert process.returncode == 0, process.stderr
+        assert process.stdout.startswith("cat > vertex_job_spec.json <<'EOF'\n")
+    process = run([VERTEX_JOB, "logs", "--region=us-central1", "--job=42", "--dry-run"], env)
+    assert process.returncode == 0 and process.stdout == "gcloud ai custom-jobs stream-logs 42 --region=us-central1\n"
+    process = run([VERTEX_JOB, "logs", "--region=us-central1", "--job=42"], env)
+    assert process.returncode == 1 and "gcloud not found" in process.stderr
+
+
+FAKE_GCLOUD = """
+import json, os, sys
+args = sys.argv[1:]
+record = {"argv": args}
+for arg in args:
+    if arg.startswith("--config="):
+        record["config"] = open(arg[len("--config="):]).read()
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({"gcloud": record}) + "\\n")
+if args[:3] == ["ai", "custom-jobs", "create"]:
+    print("projects/123/locations/us-central1/customJobs/456")
+elif args == ["config", "get-value", "project"]:
+    print("configured-project")
+elif args == ["auth", "print-access-token"]:
+    print("ya29.secret-token")
+"""
+
+FAKE_CURL = """
+import json, os, sys
+args = sys.argv[1:]
+body = args[args.index("--data-binary") + 1]
+record = {"argv": args, "stdin": sys.stdin.read(), "body": open(body[1:]).read()}
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps({"curl": record}) + "\\n")
+status = os.environ.get("FAKE_HTTP_STATUS", "200")
+if status == "200":
+    name = "projects/123/locations/us-central1/customJobs/789"
+    print(json.dumps({"name": name, "displayName": "bert-trainer", "state": "JOB_STATE_PENDING"}, indent=2))
+else:
+    print(json.dumps({"error": {"code": int(status), "message": "Invalid value at 'custom_job'"}}, indent=2))
+sys.stdout.write("\\n" + status)  # what -w '\\n%{http_code}' adds
+"""
+
+
+@pytest.fixture
+def fake_cloud(tmp_path):
+    """PATH with a gcloud and a curl that log each call (argv, and what they read) to a JSON-lines file."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    for name, code in (("gcloud", FAKE_GCLOUD), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{code}")
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", FAKE_LOG=str(log), TMPDIR=str(tmp_path))
+
+    def calls():
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    return env, calls
+
+
+def test_vertex_submit_creates_the_job_with_gcloud(fake_cloud, tmp_path):
+    env, calls = fake_cloud
+    args = [VERTEX_JOB, "submit", *VERTEX, "--num_workers=2", "--project=my-project", "--", *TRAINER_FLAGS]
+    process = run(args, env)
+    assert process.returncode == 0, process.stderr
+    (call,) = calls()
+    argv = call["gcloud"]["argv"]
+    config = next(a for a in argv if a.startswith("--config="))[len("--config=") :]
+    assert argv == [
+        "ai",
+        "custom-jobs",
+        "create",
+        "--region=us-central1",
+        "--project=my-project",
+        "--display-name=bert-trainer",
+        f"--config={config}",
+        "--format=value(name)",
+    ]
+    spec = json.loads(call["gcloud"]["config"])
+    assert [pool["replicaCount"] for pool in spec["workerPoolSpecs"]] == [1, 1]
+    assert not os.path.exists(config), "the temporary spec file is left behind"
+    assert "Submitted projects/123/locations/us-central1/customJobs/456" in process.stdout
+    assert "logs --region=us-central1 --project=my-project --job 456" in process.stdout
+    # With --spec_file the spec stays, and is the one a dry run prints.
+    kept = tmp_path / "job.json"
+    process = run([*args[:2], f"--spec_file={kept}", *args[2:]], env)
+    assert process.returncode == 0, process.stderr
+    assert json.loads(kept.read_text()) == spec == json.loads(calls()[-1]["gcloud"]["config"])
+    assert calls()[-1]["gcloud"]["argv"][6] == f"--config={kept}"
+    _, dry_spec, _, _ = _vertex_dry_run([*VERTEX, "--num_workers=2", "--project=my-project"], env)
+    assert dry_spec == spec and len(calls()) == 2
+
+
+def test_vertex_submit_with_an_evaluator_posts_the_job_to_the_api(fake_cloud):
+    env, calls = fake_cloud
+    args = [VERTEX_JOB, "submit", *VERTEX, "--num_workers=2", "--evaluator", "--", *TRAINER_FLAGS, "--mode=train"]
+    process = run(args, env)
+    assert process.returncode == 0, process.stderr
+    project, token, post = calls()
+    assert project["gcloud"]["argv"] == ["config", "get-value", "project"]
+    assert token["gcloud"]["argv"] == ["auth", "print-access-token"]
+    curl = post["curl"]
+    assert curl["argv"][-1] == (
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/configured-project/locations/us-central1/customJobs"
+    )
+    assert curl["argv"][:4] == ["-sS", "-X", "POST", "-H"] and curl["argv"][4] == "@-"
+    assert curl["stdin"] == "Authorization: Bearer ya29.secret-token\n"  # on stdin, not in argv
+    assert "ya29.secret-token" not in process.stdout + process.stderr + " ".join(curl["argv"])
+    body = json.loads(curl["body"])
+    assert body["displayName"] == "bert-trainer"
+    pools = body["jobSpec"]["workerPoolSpecs"]
+    assert [pool.get("replicaCount") for pool in pools] == [1, 1, None, 1]
+    assert _container_args(pools[3])[-1] == "--mode=continuous_eval"
+    assert "Submitted projects/123/locations/us-central1/customJobs/789" in process.stdout
+    assert "status --region=us-central1 --project=configured-project --job 789" in process.stdout
+    # The API's refusal: its answer shown, exit 1.
+    process = run(args, dict(env, FAKE_HTTP_STATUS="400"))
+    assert process.returncode == 1 and "the API refused the job (HTTP 400)" in process.stderr
+    assert "Invalid value at 'custom_job'" in process.stderr
+
+
+@pytest.mark.parametrize("subcommand, verb", [("status", "describe"), ("logs", "stream-logs"), ("cancel", "cancel")])
+@pytest.mark.parametrize("job", ["456", "projects/123/locations/us-central1/customJobs/456"])
+def test_vertex_status_logs_and_cancel_run_gcloud(fake_cloud, subcommand, verb, job):
+    env, calls = fake_cloud
+    args = [VERTEX_JOB, subcommand, "--region", "us-central1", "--project", "my-project", "--job", job]
+    expected = ["ai", "custom-jobs", verb, job, "--region=us-central1", "--project=my-project"]
+    dry = run([*args, "--dry-run"], env)
+    assert dry.returncode == 0 and shlex.split(dry.stdout) == ["gcloud", *expected] and calls() == []
+    process = run(args, env)
+    assert process.returncode == 0, process.stderr
+    assert [call["gcloud"]["argv"] for call in calls()] == [expected]
+
+
+def test_vertex_specs_are_what_the_cloud_sdk_reads(no_gcloud, tmp_path):
+    """The specs parsed by the installed Cloud SDK's own code for `gcloud ai custom-jobs create --config`
+    (offline, no API call): every field and enum value known to its aiplatform v1 messages, and its
+    --config check passed, except by the evaluator's spec, whose empty pools it refuses (why that one
+    goes to the API directly)."""
+    found = shutil.which("gcloud")  # the real one: the fixture's stand-in is not on os.environ's PATH
+    sdk = pathlib.Path(found).resolve().parents[1] if found else None
+    if sdk is None or not (sdk / "lib" / "googlecloudsdk").is_dir():
+        pytest.skip("no Google Cloud SDK installed")
+    specs = {}
+    for name, extra in {
+        "workers": ["--num_workers=3", "--spot", "--service_account=sa@my-project.iam.gserviceaccount.com"],
+        "single": ["--num_workers=1", "--accelerator_count=0"],
+        "evaluator": ["--num_workers=2", "--evaluator", "--project=my-project"],
+    }.items():
+        _, specs[name], _, _ = _vertex_dry_run([*VERTEX, *extra], no_gcloud, [*TRAINER_FLAGS, "--mode=train"])
+        (tmp_path / f"{name}.json").write_text(json.dumps(specs[name]))
+    checker = f"""
+import json, sys
+sys.path[:0] = [{str(sdk / "lib")!r}, {str(sdk / "lib" / "third_party")!r}]
+from apitools.base.protorpclite import messages as protorpc
+from googlecloudsdk.api_lib.util import apis
+from googlecloudsdk.command_lib.ai.custom_jobs import validation
+from googlecloudsdk.command_lib.export import util as export_util
+
+types = apis.GetMessagesModule("aiplatform", "v1")
+
+def unknown(message, path=""):
+    found = [path + name for name in message.all_unrecognized_fields()]
+    for field in message.all_fields():
+        value = message.get_assigned_value(field.name)
+        for item in value if field.repeated else [value]:
+            if isinstance(item, protorpc.Message):
+                found += unknown(item, path + field.name + ".")
+    return found
+
+results = {{}}
+for name in sys.argv[1:]:
+    text = open(name + ".json").read()
+    job = "jobSpec" in json.loads(text)
+    message = export_util.Import(
+        message_type=types.GoogleCloudAiplatformV1CustomJob if job else types.GoogleCloudAiplatformV1CustomJobSpec,
+        stream=text,
+    )
+    spec = message.jobSpec if job else message
+    try:
+        validation._ValidateWorkerPoolSpecsFromConfig(spec)
+        check = "ok"
+    except Exception as error:
+        check = str(error)
+    results[name] = {{"unknown": unknown(message), "config_check": check, "pools": len(spec.workerPoolSpecs)}}
+print(json.dumps(results))
+"""
+    env = dict(os.environ, CLOUDSDK_CONFIG=str(tmp_path / "gcloud-config"))
+    process = subprocess.run(
+        [sys.executable, "-c", checker, *specs], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    if process.returncode != 0 and "ModuleNotFoundError" in process.stderr:
+        pytest.skip(f"this Cloud SDK does not load here: {process.stderr.splitlines()[-1]}")
+    assert process.returncode == 0, process.stderr
+    results = json.loads(process.stdout)
+    assert {name: result["unknown"] for name, result in results.items()} == {name: [] for name in specs}
+    assert results["workers"]["config_check"] == results["single"]["config_check"] == "ok"
+    assert (
+        "Exactly one of fields [pythonPackageSpec, containerSpec] is required" in results["evaluator"]["config_check"]
+    )
+    assert [results[name]["pools"] for name in ("workers", "single", "evaluator")] == [2, 1, 4]
