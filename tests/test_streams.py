@@ -5,6 +5,8 @@ import csv
 import gzip
 import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from trainer.data.streams import Stream, StreamSource, expand_paths
 from trainer.data.tables import Columns
 from trainer.tasks import labels as labels_lib
 from trainer.tasks import registry as task_registry
+
+from conftest import REPO, subprocess_env
 
 COLUMNS = Columns("text", "", "label")
 WORDS = ["good", "bad", "film", "plot", "the", "and", "great", "boring", "a", "movie"]
@@ -264,3 +268,41 @@ def test_labels_encode_in_tensorflow_as_the_in_memory_rules_do():
     hot, ok = labels_lib.encode_multi_hot(tf.constant("2|10"), table, 3, "|")
     assert bool(ok) and hot.numpy().tolist() == [0.0, 1.0, 1.0]
     assert not bool(labels_lib.encode_multi_hot(tf.constant("2|11"), table, 3, "|")[1])
+
+
+def test_two_workers_read_their_own_files_once_each_on_loopback(tmp_path, vocab_path):
+    """Two workers stream shards of unequal sizes (tests/stream_probe.py): by the numbers they received,
+    each read only its own files, an evaluation pass saw every record once across both, and the first
+    epoch of training repeated nothing."""
+    sizes = [11, 17, 9, 23, 13]
+    data = tmp_path / "data"
+    data.mkdir()
+    for index, size in enumerate(sizes):
+        rows = [(text, index * 100 + row) for row, text in enumerate(_texts(size, seed=index))]
+        (data / f"part-{index}.csv").write_bytes(_csv_bytes(rows))
+    env = subprocess_env()
+    env["PYTHON"] = sys.executable
+    env["LOCAL_CLUSTER_WORKER_CMD"] = f'exec "$PYTHON" {REPO / "tests" / "stream_probe.py"} "$@"'
+    launcher = subprocess.run(
+        ["bash", str(REPO / "launch" / "local_cluster.sh"), "2", "--log_dir", str(tmp_path / "logs")]
+        + [f"--probe_dir={tmp_path}", f"--vocab_path={vocab_path}", f"--data={data}/part-*.csv"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert launcher.returncode == 0, launcher.stdout + launcher.stderr
+    workers = [json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in range(2)]
+    own_files = [{0, 2, 4}, {1, 3}]
+    everything = {index * 100 + row for index, size in enumerate(sizes) for row in range(size)}
+    evaluated = [[n for batch in worker["evaluated"] for n in batch] for worker in workers]
+    assert sorted(evaluated[0] + evaluated[1]) == sorted(everything)
+    for worker, numbers, files in zip(workers, evaluated, own_files):
+        assert {n // 100 for n in numbers} == files
+        trained = [n for batch in worker["trained"] for n in batch]
+        assert {n // 100 for n in trained} <= files
+        # The first epoch repeats nothing; only the length buckets' last partial batches (2 buckets of 4)
+        # may hold their records back until the next epoch's arrive.
+        first_epoch = sum(sizes[i] for i in files) - 2 * 4
+        assert len(set(trained[:first_epoch])) == first_epoch

@@ -130,7 +130,7 @@ class StreamInput:
             " (sharded by file)" if by_file else f"; every {num_pipelines}th record (fewer files than pipelines)",
         )
         if training:
-            files = files.shuffle(len(stream.files), seed=self.seed, reshuffle_each_iteration=True).repeat()
+            files = files.shuffle(len(stream.files), seed=self.seed, reshuffle_each_iteration=True)
         records = stream.records(files)
         if not by_file:
             records = records.shard(num_pipelines, pipeline_id)
@@ -138,7 +138,8 @@ class StreamInput:
         if self.skip_corrupt_records:
             records = records.filter(lambda record: record["label_ok"])
         if training:
-            records = records.shuffle(self.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True)
+            # Shuffled within each pass over the files, then repeated: no record twice in one epoch.
+            records = records.shuffle(self.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True).repeat()
         return records
 
     def _labelled(self, record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
