@@ -10,6 +10,7 @@ from scipy import stats
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from configs import smoke
 from trainer import experiment
 from trainer.data import sources
 from trainer.data.examples import DataError
@@ -18,7 +19,7 @@ from trainer.models.tokenizer import Truncation
 from trainer.tasks import labels
 from trainer.tasks import metrics as task_metrics
 from trainer.tasks.base import Predictions
-from trainer.tasks.registry import TASKS
+from trainer.tasks.registry import TASKS, build_task
 
 from conftest import (
     NEGATIVE_WORDS,
@@ -99,6 +100,28 @@ def test_label_vocabulary_is_sorted_numerically_for_numbers_and_checked():
         labels.indices(labels.names_of(np.array([1, 3], dtype=object), ids), ids, ("1", "2"))
     multi = labels.names_of(np.array([["b", "a"], [], ["c"]], dtype=object), ids[:3], several=True)
     np.testing.assert_array_equal(labels.multi_hot(multi, ids[:3], ("a", "b", "c")), [[1, 1, 0], [0, 0, 0], [0, 0, 1]])
+
+
+# ----- heads -----
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "cls_mean"])
+def test_every_pooling_trains_the_whole_encoder_and_only_unused_weights_get_zero_gradients(vocab_path, pooling):
+    config = smoke.get_config()
+    config.model.vocab_path = vocab_path
+    config.model.pooling = pooling
+    task = build_task(experiment.parse(config))
+    task.prepare_labels(None, ("0", "1"), None)
+    model = task.build_model()
+    features = task.build_tokenizer()(tf.constant(["great fun film", "dull awful mess"]))
+    loss, _, _, gradients = task.train_step(
+        model, features, tf.constant([1.0, 0.0]), tf.ones([2]), global_batch_size=2, scale_loss=lambda x: x
+    )
+    assert np.isfinite(loss.numpy())
+    unused = {v.name for v, g in zip(model.trainable_variables, gradients) if not np.any(g.numpy())}
+    # Mean pooling reads the token vectors, not the pooled [CLS]: only the pooler goes untrained.
+    assert all("pooler" in name for name in unused), unused
+    assert bool(unused) == (pooling == "mean")
 
 
 # ----- metrics against numpy and scipy -----

@@ -192,8 +192,12 @@ class Task(abc.ABC):
             per_example_loss = self.per_example_loss(labels, outputs) * weights
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=global_batch_size)
             scaled_loss = scale_loss(loss)
-        # Embedding gradients arrive as IndexedSlices; dense tensors all-reduce efficiently.
-        gradients = [tf.convert_to_tensor(g) for g in tape.gradient(scaled_loss, model.trainable_variables)]
+        # Embedding gradients arrive as IndexedSlices; dense tensors all-reduce efficiently. A
+        # variable the loss does not reach (the [CLS] pooler under mean pooling) gets zeros.
+        gradients = tape.gradient(
+            scaled_loss, model.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        gradients = [tf.convert_to_tensor(g) for g in gradients]
         return loss, outputs, per_example_loss, gradients
 
     def validation_step(
