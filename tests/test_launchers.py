@@ -32,6 +32,7 @@ def run(args, env=None, timeout=30):
 # --- help and lint -------------------------------------------------------------------------
 
 DOCUMENTED = {
+    "data_service.sh": ["--log_dir", "--work_dir", "--grace_seconds", "--start_timeout", "SIGTERM", "service_address"],
     "local_gpus.sh": ["--strategy=mirrored", "CUDA_VISIBLE_DEVICES"],
     "local_cluster.sh": [
         "--log_dir",

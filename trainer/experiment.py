@@ -128,6 +128,11 @@ def validate(
         found = sources.resolve_source(experiment.data)
         if sources.is_streamed(experiment.data):
             _check_streaming(experiment, found)
+        elif experiment.data.service_address:
+            raise ConfigError(
+                f"--config.data.service_address serves streamed input, and --config.data.path="
+                f"{experiment.data.path} is read into memory: add --config.data.streaming=on."
+            )
     encoder_registry.family_class(experiment.model.encoder).check_files(experiment.model)
     return experiment
 
@@ -173,6 +178,10 @@ def _check_streaming(experiment: Experiment, file_format: str) -> None:
         )
     if data.max_examples:
         raise ConfigError("--config.data.max_examples caps in-memory sources; a streamed one reads what it is given.")
+    if data.service_address:
+        from trainer.data import service  # Its servers' code (grpc) is for runs that use it.
+
+        service.check_address(data.service_address)
     if data.service_address and file_format == "jsonl":
         raise ConfigError(
             "--config.data.service_address: JSON lines are parsed in Python, which the tf.data service cannot "

@@ -54,7 +54,8 @@ def _exit_with_flag_error(error: Exception | str) -> None:
         while error.args and isinstance(error.args[0], Exception):
             error = error.args[0]
         unknown_key = isinstance(error, KeyError) and error.args
-        error = f"unknown config key {error.args[0]}" if unknown_key else " ".join(str(error).split())
+        # One line: ml_collections puts its "Did you mean" hint for an unknown key on a line of its own.
+        error = " ".join((f"unknown config key {error.args[0]}" if unknown_key else str(error)).split())
     sys.stderr.write(f"FATAL Flags parsing error: {error} (--help lists the flags)\n")
     sys.exit(errors.EXIT_USER_ERROR)
 
@@ -212,6 +213,10 @@ def run(config: Experiment, config_values: dict) -> None:
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
     task.prepare_labels(sources.label_examples(data.train), recorded_labels, run_dir.path)
+    # Held-out labels in memory are checked now, naming the line at fault, not at their first evaluation.
+    for held_out in (data.validation, data.test):
+        if isinstance(held_out, sources.Examples) and len(held_out):
+            task.encode_labels(held_out.labels, held_out.ids)
     config_values["task"]["labels"] = list(task.label_names)
     training = FLAGS.mode not in ("evaluate", "continuous_eval")
     streamed = isinstance(data.train, Stream)
@@ -273,6 +278,10 @@ def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, str
     """The input side: exact plans over in-memory examples, or pipelines over streamed files."""
     data_config = config.data
     if streamed:
+        if data_config.service_address:
+            from trainer.data import service  # Its servers' code (grpc) is for runs that use it.
+
+            service.check_dispatcher(data_config.service_address)
         return StreamInput(
             strategy,
             task.build_tokenizer(),

@@ -20,7 +20,6 @@ would have seen.
 """
 
 from collections.abc import Callable
-import uuid
 
 from absl import logging
 import tensorflow as tf
@@ -59,8 +58,6 @@ class StreamInput:
         self.shuffle_buffer = shuffle_buffer
         self.skip_corrupt_records = skip_corrupt_records
         self.service_address = service_address
-        # tf.data service jobs of this process: a restarted run must not join an earlier run's job.
-        self._job_prefix = f"bert-trainer-{uuid.uuid4().hex[:12]}"
 
     def training_batches(
         self, stream: Stream, global_batch_size: int, start_step: int, end_step: int, skipped: list[int]
@@ -106,7 +103,7 @@ class StreamInput:
             if self.service_address:
                 from trainer.data import service  # Only runs that use the service need its servers' code.
 
-                job = f"{self._job_prefix}-{stream.name}-{context.input_pipeline_id}"
+                job = service.pipeline_job_name(context, prefix=stream.name)
                 batches = service.distribute(batches, self.service_address, job)
             return batches.prefetch(tf.data.AUTOTUNE)
 
