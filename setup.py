@@ -25,6 +25,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "bert-trainer = trainer.main:cli",
+            "bert-trainer-prepare = trainer.prepare:cli",
             "bert-trainer-report = experiments.report:cli",
             "bert-trainer-compare = experiments.compare:cli",
         ]

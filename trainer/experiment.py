@@ -113,20 +113,22 @@ def validate(
     worker_hosts: str | None = None,
     task_index: int | None = None,
     reads_data: bool = True,
+    trains: bool = True,
 ) -> Experiment:
     """Every check that can refuse a run before any work, and before TensorFlow forms a cluster.
 
     The config (`parse`), the cluster description that `strategy` will read
     (TF_CONFIG, or --worker_hosts/--task_index), the data paths (when the run
     `reads_data`) and the files the encoder family needs (vocabulary,
-    pretrained directory, hub models). Raises a UserError naming the flag,
-    key, file or variable at fault.
+    pretrained directory, hub models), and what training a stream needs when
+    the run `trains`. Raises a UserError naming the flag, key, file or
+    variable at fault.
     """
     experiment = parse(config)
     strategy_lib.configure_cluster(strategy, worker_hosts, task_index)
     if reads_data:
         found = sources.resolve_source(experiment.data)
-        if sources.is_streamed(experiment.data):
+        if sources.is_streamed(experiment.data) and trains:
             _check_streaming(experiment, found)
         elif experiment.data.service_address:
             raise ConfigError(

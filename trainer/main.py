@@ -10,6 +10,7 @@ Exit statuses: 0 done, 2 bad input, 3 diverged, 1 crash or failed write,
 143 stopped early (restart to resume); see trainer/errors.py.
 """
 
+from collections.abc import Callable
 import contextlib
 import os
 import sys
@@ -24,7 +25,7 @@ import tf_keras
 from trainer import errors, experiment
 from trainer import strategy as strategy_lib
 from trainer.config import Experiment, check_batch_sizes
-from trainer.data import sources
+from trainer.data import prepared, sources
 from trainer.data.input_plan import InputPlan
 from trainer.data.stream_input import StreamInput
 from trainer.data.streams import Stream
@@ -212,6 +213,10 @@ def run(config: Experiment, config_values: dict) -> None:
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
+    for split in (data.train, data.validation, data.test):
+        if isinstance(split, Stream) and split.source.format == "prepared":
+            where = f"{split.source.flag}={os.path.dirname(split.files[0])}"
+            prepared.check_tokenizer(split.source.tokenizer, where, task.build_tokenizer().fingerprint)
     task.prepare_labels(sources.label_examples(data.train), recorded_labels, run_dir.path)
     # Held-out labels in memory are checked now, naming the line at fault, not at their first evaluation.
     for held_out in (data.validation, data.test):
@@ -395,13 +400,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv  # parse_flags refuses anything but flags.
-    # TensorFlow's own INFO lines (one per all-reduce set-up) would drown the progress log.
-    tf.get_logger().setLevel("WARNING")
-    try:
+
+    def validated_run() -> None:
         config = experiment.validate(
             FLAGS.config, FLAGS.strategy, FLAGS.worker_hosts, FLAGS.task_index, FLAGS.mode not in ("export", "predict")
         )
         run(config, FLAGS.config.to_dict())
+
+    run_with_exit_statuses(validated_run)
+
+
+def run_with_exit_statuses(action: Callable[[], None]) -> None:
+    """Runs `action`; a TrainerError (or a lost peer) ends the process with its one-line message and status."""
+    # TensorFlow's own INFO lines (one per all-reduce set-up) would drown the progress log.
+    tf.get_logger().setLevel("WARNING")
+    try:
+        action()
     except Exception as e:  # The one place errors become exit statuses.
         error = e if isinstance(e, errors.TrainerError) else strategy_lib.as_peer_loss(e, FLAGS.strategy)
         if error is None:

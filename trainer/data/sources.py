@@ -1,4 +1,5 @@
-"""Data sources: labelled texts from TFDS, an aclImdb tree or archive, CSV, JSONL or TFRecord, split for training.
+"""Data sources: labelled texts from TFDS, an aclImdb tree or archive, CSV, JSONL, TFRecord or prepared
+token shards, split for training.
 
 Small local sources are read whole into `Examples` (IMDb is ~33 MB of text),
 where a seeded permutation splits train into train and validation and the
@@ -13,7 +14,7 @@ from absl import logging
 import numpy as np
 
 from trainer.config import DataConfig
-from trainer.data import streams
+from trainer.data import prepared, streams
 from trainer.data.aclimdb import ARCHIVE_SUFFIXES, read_aclimdb
 from trainer.data.examples import DataError, Examples, Splits
 from trainer.data.streams import Stream, StreamSource
@@ -34,6 +35,8 @@ def is_streamed(data_config: DataConfig) -> bool:
     source, path = data_config.source, data_config.path
     if source in ("tfds", "aclimdb") or not path:
         return False
+    if source == "prepared" or prepared.is_prepared(path):
+        return True
     if data_config.streaming != "auto":
         return data_config.streaming == "on"
     return streams.is_streamed_path(path, source)
@@ -58,9 +61,15 @@ def _stream_splits(data_config: DataConfig) -> Splits:
     seq_length = data_config.seq_length
 
     def opened(path: str, flag: str) -> StreamSource:
+        if source == "prepared" or prepared.is_prepared(path):
+            if not prepared.is_prepared(path):
+                raise DataError(f"{flag}={path} is not a directory of prepared shards (no {prepared.METADATA_FILE}).")
+            return StreamSource.open_prepared(path, flag, "train", data_config)
         return StreamSource.open(path, flag, columns, id_column, source)
 
     train_source = opened(data_config.path, "--config.data.path")
+    if train_source is None:
+        raise DataError(f"--config.data.path={data_config.path} holds no prepared train split.")
     fraction = data_config.validation_fraction
     if data_config.validation_path:
         train = Stream(train_source, "train", seq_length=seq_length)
@@ -70,11 +79,13 @@ def _stream_splits(data_config: DataConfig) -> Splits:
     else:
         train = Stream(train_source, "train", fraction, "train" if fraction else "all", seq_length)
         validation = Stream(train_source, "validation", fraction, "validation", seq_length) if fraction else None
-    test = (
-        Stream(opened(data_config.test_path, "--config.data.test_path"), "test", seq_length=seq_length)
-        if (data_config.test_path)
-        else None
-    )
+    if data_config.test_path:
+        test_source = opened(data_config.test_path, "--config.data.test_path")
+    elif train_source.format == "prepared":  # A prepared source's own test split, if it had one.
+        test_source = StreamSource.open_prepared(data_config.path, "--config.data.path", "test", data_config)
+    else:
+        test_source = None
+    test = Stream(test_source, "test", seq_length=seq_length) if test_source else None
     logging.info(
         "Streaming %d %s file(s) from %s: validation %s, test %s.",
         len(train_source.files),
@@ -182,6 +193,11 @@ def _resolve_path_source(source: str, path: str) -> str:
         raise DataError(f"--config.data.source={source} needs --config.data.path.")
     if not os.path.exists(path):
         raise DataError(f"--config.data.path={path}: no such file or directory.")
+    if prepared.looks_unfinished(path):
+        raise DataError(
+            f"--config.data.path={path} holds prepared shards but no {prepared.METADATA_FILE}: the prepare that "
+            "wrote them was cut off. Run python -m trainer.prepare again."
+        )
     if source != "auto":
         return source
     lower = path.lower()

@@ -10,7 +10,8 @@ methods the loop and the evaluator call. Each input pipeline (one per worker):
   estimate of their token count with tf.data's bucket_by_sequence_length ->
   batches tokenized in parallel and cut to the smallest bucket length that
   holds their longest text (static lengths: one compilation per bucket) ->
-  optionally through the tf.data service.
+  optionally through the tf.data service. Prepared shards (trainer/data/prepared.py)
+  skip the tokenizer: their records hold token ids and exact lengths.
 
 Nothing is held whole and nothing is read before the first step. Resuming at
 step s skips the batches consumed before it, before tokenization: the records
@@ -145,13 +146,9 @@ class StreamInput:
             message = tf.strings.join([record["key"], ": label ", record["label"], " is not a label of this task"])
             with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
                 target = tf.identity(target)
-        return {
-            "key": record["key"],
-            "text": record["text"],
-            "text_pair": record["text_pair"],
-            "target": target,
-            "label_ok": ok,
-        }
+        # Texts (or, from prepared shards, token ids and lengths) travel on; the label string does not.
+        kept = {name: value for name, value in record.items() if name not in ("label", "keep")}
+        return {**kept, "target": target, "label_ok": ok}
 
     def _grouped(self, records: tf.data.Dataset, per_replica: int, training: bool) -> tf.data.Dataset:
         """Batches of records; with several buckets, records of about one length together."""
@@ -159,6 +156,8 @@ class StreamInput:
             return records.batch(per_replica, drop_remainder=training)
 
         def estimated_tokens(record: dict[str, tf.Tensor]) -> tf.Tensor:
+            if "length" in record:  # Prepared shards know their token counts.
+                return record["length"]
             words = tf.size(tf.strings.split(record["text"])) + tf.size(tf.strings.split(record["text_pair"]))
             return tf.cast(tf.cast(words, tf.float32) * _TOKENS_PER_WORD, tf.int32) + 3
 
@@ -171,8 +170,10 @@ class StreamInput:
         )
 
     def _tokenized(self, batch: dict[str, tf.Tensor]):
-        pairs = batch["text_pair"] if self.pairs else None
-        features = self.tokenizer(batch["text"], pairs)
+        if "input_word_ids" in batch:  # Prepared shards.
+            features = {name: batch[name] for name in ("input_word_ids", "input_mask", "input_type_ids")}
+        else:
+            features = self.tokenizer(batch["text"], batch["text_pair"] if self.pairs else None)
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(features["input_mask"], tf.int32), axis=1))
         buckets = tf.constant(self.buckets, tf.int32)
         length = tf.gather(buckets, tf.minimum(tf.searchsorted(buckets, [longest])[0], len(self.buckets) - 1))

@@ -21,6 +21,7 @@ the label strings into targets (Task.label_encoder).
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import zlib
@@ -29,7 +30,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from trainer.config import DataConfig
 from trainer.data import examples as examples_lib
+from trainer.data import prepared
 from trainer.data.examples import LIST_SEPARATOR, DataError, Examples
 from trainer.data.tables import Columns
 
@@ -120,6 +123,31 @@ class StreamSource:
     header: tuple[str, ...] = ()
     label_kind: str = ""
     flag: str = "--config.data.path"
+    # Prepared shards: their sequence length and the fingerprint of the tokenizer that made them.
+    seq_length: int = 0
+    tokenizer: str = ""
+
+    @classmethod
+    def open_prepared(cls, path: str, flag: str, split: str, data_config: DataConfig) -> "StreamSource | None":
+        """The shards of one split of a prepared directory (None when it has none), checked against the
+        data config the run has."""
+        metadata = prepared.read_metadata(path, flag)
+        prepared.check_data(metadata, path, flag, data_config)
+        files = prepared.split_files(path, metadata, split)
+        if not files:
+            return None
+        missing = [name for name in files if not tf.io.gfile.exists(name)]
+        if missing:
+            raise DataError(f"{flag}={path}: the shard {missing[0]} that {prepared.METADATA_FILE} lists is missing.")
+        return cls(
+            files,
+            "prepared",
+            "",
+            Columns("", "", ""),
+            flag=flag,
+            seq_length=metadata["seq_length"],
+            tokenizer=metadata["tokenizer"],
+        )
 
     @classmethod
     def open(cls, path: str, flag: str, columns: Columns, id_column: str = "", source: str = "auto") -> "StreamSource":
@@ -217,6 +245,9 @@ class StreamSource:
                 .map(self._parse_json_lines)
                 .unbatch()
             )
+        elif self.format == "prepared":
+            parse = functools.partial(prepared.parse, seq_length=self.seq_length)
+            return tf.data.TFRecordDataset(name).map(parse)  # Keys as the source gave them.
         else:
             records = tf.data.TFRecordDataset(name, self.compression).map(self._parse_example)
         return records.enumerate(start=1).map(lambda number, record: self._named(record, base, number))
@@ -334,13 +365,14 @@ class Stream:
             num_parallel_calls=tf.data.AUTOTUNE if parallel else None,
             deterministic=True,
         )
+        records = records.filter(lambda record: self.keeps(record["key"]))
+        if self.source.format == "prepared":
+            return records  # Cleaned and tokenized when they were prepared.
         max_bytes = examples_lib.max_text_chars(self.seq_length)
         pairs = bool(self.source.columns.pair)
-        return (
-            records.filter(lambda record: self.keeps(record["key"]))
-            .map(lambda r: clean(r, max_bytes, pairs), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .filter(lambda record: record["keep"])
-        )
+        return records.map(
+            lambda r: clean(r, max_bytes, pairs), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).filter(lambda record: record["keep"])
 
     def first_unreadable(self) -> tuple[str, str] | None:
         """(file, error) of the first file that cannot be read to its end, after a read failed mid-run."""

@@ -9,6 +9,7 @@ lives beside its model and subclasses `Tokenizer`.
 """
 
 import dataclasses
+import hashlib
 
 import tensorflow as tf
 import tensorflow_text as tf_text
@@ -78,6 +79,11 @@ def pair_budgets(first: tf.Tensor, second: tf.Tensor, budget: int) -> tuple[tf.T
     return first_kept, tf.minimum(second, budget - first_kept)
 
 
+def fingerprint_of(kind: str, data: bytes) -> str:
+    """A short, stable name for a tokenizer of `kind` built from `data` (a vocabulary or model file)."""
+    return f"{kind}:{hashlib.sha256(data).hexdigest()[:16]}"
+
+
 class Tokenizer(tf.Module):
     """Shared steps: clean, tokenize (subclass), truncate, add [CLS]/[SEP] and pad.
 
@@ -88,10 +94,13 @@ class Tokenizer(tf.Module):
     differently, set the special token ids.
     """
 
-    def __init__(self, name: str, seq_length: int, truncation: Truncation = HEAD):
+    def __init__(self, name: str, seq_length: int, truncation: Truncation = HEAD, fingerprint: str = ""):
         super().__init__(name=name)
         self.seq_length = seq_length
         self.truncation = truncation
+        # What identifies the token ids this tokenizer gives (its vocabulary, casing, hub handle):
+        # prepared token shards record it, and training on them checks it.
+        self.fingerprint = fingerprint
         self._cls_id = self._sep_id = self._pad_id = 0
 
     @classmethod

@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError, fingerprint_of
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -12,9 +12,10 @@ class SentencePieceTokenizer(Tokenizer):
     _SPECIAL_PIECES = ("[CLS]", "[SEP]", "<pad>", "<unk>")
 
     def __init__(self, spiece_model_path: str, seq_length: int, lower_case: bool = True, truncation: Truncation = HEAD):
-        super().__init__("sentencepiece_tokenizer", seq_length, truncation)
         with tf.io.gfile.GFile(spiece_model_path, "rb") as f:
             model = f.read()
+        casing = "uncased" if lower_case else "cased"
+        super().__init__("sentencepiece_tokenizer", seq_length, truncation, fingerprint_of(f"spm-{casing}", model))
         try:
             self._tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
             ids = self._tokenizer.string_to_id(list(self._SPECIAL_PIECES))

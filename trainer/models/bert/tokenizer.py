@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError
+from trainer.models.tokenizer import HEAD, Tokenizer, Truncation, VocabularyError, fingerprint_of
 
 _SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]")
 
@@ -12,8 +12,10 @@ class WordPieceTokenizer(Tokenizer):
     """BERT WordPiece tokenization with tensorflow-text's FastBertTokenizer."""
 
     def __init__(self, vocab_path: str, seq_length: int, lower_case: bool = True, truncation: Truncation = HEAD):
-        super().__init__("wordpiece_tokenizer", seq_length, truncation)
         vocab = self.read_vocabulary(vocab_path, "WordPiece tokenizer")
+        casing = "uncased" if lower_case else "cased"
+        fingerprint = fingerprint_of(f"wordpiece-{casing}", "\n".join(vocab).encode())
+        super().__init__("wordpiece_tokenizer", seq_length, truncation, fingerprint)
         self.vocab_size = len(vocab)
         self._cls_id = vocab.index("[CLS]")
         self._sep_id = vocab.index("[SEP]")

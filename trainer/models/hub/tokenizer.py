@@ -15,7 +15,7 @@ class HubPreprocessor(Tokenizer):
     """
 
     def __init__(self, handle: str, seq_length: int, truncation: Truncation = HEAD):
-        super().__init__("hub_preprocessor", seq_length, truncation)
+        super().__init__("hub_preprocessor", seq_length, truncation, fingerprint=f"hub:{handle}")
         self._preprocessor = loading.load(handle, "--config.model.hub_preprocessor")
         self._pieces_per_word = self._preprocessor.tokenize(tf.constant(["a"])).shape.rank == 3
 
