@@ -22,7 +22,7 @@ from trainer.data.tables import Columns
 from trainer.tasks import labels as labels_lib
 from trainer.tasks import registry as task_registry
 
-from conftest import REPO, check_ok, run_trainer, subprocess_env, trainer_command
+from conftest import REPO, check_ok, check_refused, run_trainer, subprocess_env, trainer_command
 
 COLUMNS = Columns("text", "", "label")
 WORDS = ["good", "bad", "film", "plot", "the", "and", "great", "boring", "a", "movie"]
@@ -350,3 +350,35 @@ def test_a_streamed_run_killed_mid_step_resumes_to_the_weights_of_an_uninterrupt
     resumed = check_ok(run_trainer(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags))
     assert "resuming at step 20" in resumed.stderr
     assert digest(resumed.stderr) == digest(whole.stderr)
+
+
+def test_a_damaged_shard_is_named_at_start_or_stops_the_run_after_a_checkpoint(tmp_path, vocab_path):
+    """A TFRecord shard damaged in its middle (past the first record, which its schema check reads). Met by
+    the label sample at start: exit 2 naming it, nothing written. Met only in training (a small
+    --config.data.label_sample): the run trains until the reader reaches the damage, saves a checkpoint of
+    what it trained, names the shard and exits 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(3):
+        rows = [(text, (index + row) % 2) for row, text in enumerate(_texts(100, seed=index))]
+        _tfrecord_file(str(data / f"part-{index}.tfrecord"), rows)
+    damaged = data / "part-1.tfrecord"
+    body = bytearray(damaged.read_bytes())
+    at = int(len(body) * 0.6)
+    body[at : at + 16] = bytes(16)
+    damaged.write_bytes(bytes(body))
+    model_dir = tmp_path / "run"
+    flags = ("--config.train.steps=200", "--config.train.checkpoint_every_steps=5", "--config.data.shuffle_buffer=8")
+
+    at_start = run_trainer(model_dir, vocab_path, f"{data}/part-*.tfrecord", *flags)
+    check_refused(at_start, r"part-1\.tfrecord is unreadable \(.*corrupted record.*\), found while reading the label")
+    assert not model_dir.exists() or not any(model_dir.iterdir())
+
+    process = run_trainer(model_dir, vocab_path, f"{data}/part-*.tfrecord", *flags, "--config.data.label_sample=16")
+    log = process.stderr
+    assert process.returncode == 1 and "Traceback" not in log, log[-3000:]
+    stopped = re.search(r"part-1\.tfrecord is unreadable .* Stopped and saved a checkpoint at step (\d+)", log)
+    assert stopped, log[-3000:]
+    step = int(stopped.group(1))
+    assert 0 < step < 200
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"ckpt-{step}")

@@ -89,6 +89,12 @@ class DataConfig:
         "", "Streamed sources: the column/key naming each record for the hash split (default: file and record)."
     )
     shuffle_buffer: int = option(10_000, "Streamed training: records shuffled together.", POSITIVE)
+    label_sample: int = option(
+        10_000,
+        "Streamed sources: records read at start (round-robin over the files) to learn the label names and a "
+        "regression's target scale from; raise it when some classes are rare.",
+        POSITIVE,
+    )
     skip_corrupt_records: bool = option(
         False,
         "Streamed sources: drop records whose label does not fit the task or whose JSON line does not parse, "

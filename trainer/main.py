@@ -217,7 +217,7 @@ def run(config: Experiment, config_values: dict) -> None:
         if isinstance(split, Stream) and split.source.format == "prepared":
             where = f"{split.source.flag}={os.path.dirname(split.files[0])}"
             prepared.check_tokenizer(split.source.tokenizer, where, task.build_tokenizer().fingerprint)
-    task.prepare_labels(sources.label_examples(data.train), recorded_labels, run_dir.path)
+    task.prepare_labels(sources.label_examples(data.train, config.data.label_sample), recorded_labels, run_dir.path)
     # Held-out labels in memory are checked now, naming the line at fault, not at their first evaluation.
     for held_out in (data.validation, data.test):
         if isinstance(held_out, sources.Examples) and len(held_out):

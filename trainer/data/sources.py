@@ -47,13 +47,10 @@ def has_examples(split: Examples | Stream | None) -> bool:
     return split is not None and (isinstance(split, Stream) or len(split) > 0)
 
 
-# Records a streamed source's label vocabulary (and a regression's target scale) is learned from.
-LABEL_SAMPLE = 10_000
-
-
-def label_examples(split: Examples | Stream) -> Examples:
-    """What the task learns its labels from: the examples, or a streamed split's first LABEL_SAMPLE."""
-    return split.sample(LABEL_SAMPLE) if isinstance(split, Stream) else split
+def label_examples(split: Examples | Stream, sample_size: int) -> Examples:
+    """What the task learns its labels from: the examples, or a streamed split's first `sample_size` records
+    (--config.data.label_sample)."""
+    return split.sample(sample_size) if isinstance(split, Stream) else split
 
 
 def _stream_splits(data_config: DataConfig) -> Splits:

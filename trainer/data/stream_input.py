@@ -84,7 +84,10 @@ class StreamInput:
             (line for line in error.message.splitlines() if ": label '" in line or ": not valid" in line), None
         )
         if named is not None:
-            return named.strip().strip("[]")
+            return (
+                f"{named.strip().strip('[]')}. (--config.data.skip_corrupt_records=true skips and counts such "
+                "records instead.)"
+            )
         if not isinstance(error, tf.errors.DataLossError) and "IteratorGetNext" not in message:
             return None
         culprit = stream.first_unreadable()

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import zlib
 
 from absl import logging
@@ -303,6 +304,12 @@ class StreamSource:
         return record
 
 
+def _reason(error: tf.errors.OpError) -> str:
+    """An OpError's message in one short line, without TensorFlow's function and op names."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", " ".join(error.message.split()))
+    return message[:200]
+
+
 def _repaired(text: tf.Tensor, max_bytes: int) -> tf.Tensor:
     """Invalid UTF-8 replaced, a leading byte order mark dropped, a runaway text cut to both ends."""
     text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
@@ -381,7 +388,7 @@ class Stream:
                 for _ in self.source.read_file(tf.constant(name)):
                     pass
             except tf.errors.OpError as e:
-                return name, " ".join(e.message.split())[:200]
+                return name, _reason(e)
         return None
 
     def sample(self, count: int) -> Examples:
@@ -390,7 +397,14 @@ class Stream:
         files = tf.data.Dataset.from_tensor_slices(list(self.files))
         records = files.interleave(self.source.read_file, cycle_length=len(self.files), block_length=1)
         records = records.filter(lambda record: self.keeps(record["key"])).take(count)
-        rows = [(r["key"].decode(), r["label"].decode("utf-8", "replace")) for r in records.as_numpy_iterator()]
+        try:
+            rows = [(r["key"].decode(), r["label"].decode("utf-8", "replace")) for r in records.as_numpy_iterator()]
+        except tf.errors.OpError as e:
+            culprit = self.first_unreadable()
+            where = f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else " ".join(e.message.split())[:300]
+            raise DataError(
+                f"{self.source.flag}: {where}, found while reading the label sample: repair or remove the shard."
+            ) from None
         if not rows:
             raise DataError(f"{self.source.flag}: the {self.name} split of {len(self.files)} file(s) has no records.")
         keys, labels_read = zip(*rows)

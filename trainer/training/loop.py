@@ -322,10 +322,7 @@ class Trainer:
         if strategy_lib.num_workers(self.strategy) == 1:
             self._save_checkpoint()
             saved = f"saved a checkpoint at step {self.step}"
-        raise ReadError(
-            f"{reason} Stopped and {saved}: repair or remove the shard (or set "
-            "--config.data.skip_corrupt_records=true to skip what cannot be read) and rerun to resume."
-        ) from None
+        raise ReadError(f"{reason} Stopped and {saved}: repair or remove the shard and rerun to resume.") from None
 
     def _handle_divergence(self, step: int) -> None:
         """A step's loss or gradients were NaN/Inf: stop, or roll back and skip its batch."""
