@@ -22,8 +22,7 @@ from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
-from trainer import errors, experiment
-from trainer import main as trainer_main  # --config, its overrides and one-line flag errors.
+from trainer import command_line, errors, experiment
 from trainer.config import Experiment
 from trainer.data import prepared, sources
 from trainer.data.examples import LIST_SEPARATOR, Examples
@@ -148,12 +147,12 @@ def main(argv: list[str]) -> None:
         config = experiment.validate(FLAGS.config, "default", reads_data=True, trains=False)
         prepare(config, FLAGS.output, FLAGS.num_shards, FLAGS.data_dir)
 
-    trainer_main.run_with_exit_statuses(validated_prepare)
+    command_line.run_with_exit_statuses(validated_prepare)
 
 
 def cli() -> None:
     """The console script's entry point (setup.py)."""
-    app.run(main, flags_parser=trainer_main.parse_flags)
+    app.run(main, flags_parser=command_line.parse_flags)
 
 
 if __name__ == "__main__":

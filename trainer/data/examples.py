@@ -20,6 +20,7 @@ import re
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from trainer.errors import UserError
 
@@ -162,17 +163,33 @@ class TextReport:
         )
 
 
-_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+# ----- the same repairs as TensorFlow ops, for streamed records -----
+
+# Markup and entities do not count as content; what remains must show something.
+_MARKUP_PATTERN = r"<[^<>]*>|&(?:[a-zA-Z][a-zA-Z0-9]*|#[0-9]+|#[xX][0-9a-fA-F]+);"
+_INVISIBLE_PATTERN = r"[\s\x{00}-\x{1f}\x{7f}-\x{9f}\x{ad}\x{200b}-\x{200f}\x{2060}-\x{206f}\x{feff}\x{fffd}]*"
 
 
-def parse_label(value, where: str) -> int:
-    """0 or 1, given as a number or a string ("1", "1.0"); anything else is an error."""
-    if isinstance(value, str):
-        label = _LABELS.get(value.strip())
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
-        label = int(value)
-    else:
-        label = None
-    if label is None:
-        raise DataError(f"{where}: label {value!r} is not 0 or 1.")
-    return label
+def _repaired_op(text: tf.Tensor, max_bytes: int) -> tf.Tensor:
+    """Invalid UTF-8 replaced, a leading byte order mark dropped, a runaway text cut to both ends."""
+    text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+    text = tf.strings.regex_replace(text, "^\ufeff", "")
+    half = max_bytes // 2
+    tail_start = tf.maximum(tf.strings.length(text) - half, 0)
+    cut = tf.strings.join([tf.strings.substr(text, 0, half), tf.strings.substr(text, tail_start, half)], " ")
+    # A cut can split a character: repair again.
+    cut = tf.strings.unicode_transcode(cut, "UTF-8", "UTF-8", errors="replace")
+    return tf.where(tf.strings.length(text) > max_bytes, cut, text)
+
+
+def _shows_something_op(text: tf.Tensor) -> tf.Tensor:
+    without_markup = tf.strings.regex_replace(text, _MARKUP_PATTERN, "")
+    return tf.logical_not(tf.strings.regex_full_match(without_markup, _INVISIBLE_PATTERN))
+
+
+def clean_record(record: dict[str, tf.Tensor], max_bytes: int, pairs: bool) -> dict[str, tf.Tensor]:
+    """A streamed record's texts repaired as TextReport repairs them; `keep` is false for a record whose
+    text (or pair) has no content, which the in-memory sources skip too."""
+    text, pair = (_repaired_op(record[column], max_bytes) for column in ("text", "text_pair"))
+    keep = _shows_something_op(text) & (_shows_something_op(pair) if pairs else True)
+    return {**record, "text": text, "text_pair": pair, "keep": keep}

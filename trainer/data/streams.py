@@ -46,9 +46,6 @@ _JSON_BATCH = 256
 _GLOB_CHARACTERS = "*?["
 # A JSON line's parse error travels with it under this key.
 _ERROR = "\0error"
-# Markup and entities do not count as content; what remains must show something.
-_MARKUP = r"<[^<>]*>|&(?:[a-zA-Z][a-zA-Z0-9]*|#[0-9]+|#[xX][0-9a-fA-F]+);"
-_INVISIBLE = r"[\s\x{00}-\x{1f}\x{7f}-\x{9f}\x{ad}\x{200b}-\x{200f}\x{2060}-\x{206f}\x{feff}\x{fffd}]*"
 
 
 def expand_paths(path: str, flag: str) -> list[str]:
@@ -310,30 +307,6 @@ def _reason(error: tf.errors.OpError) -> str:
     return message[:200]
 
 
-def _repaired(text: tf.Tensor, max_bytes: int) -> tf.Tensor:
-    """Invalid UTF-8 replaced, a leading byte order mark dropped, a runaway text cut to both ends."""
-    text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
-    text = tf.strings.regex_replace(text, "^\ufeff", "")
-    half = max_bytes // 2
-    tail_start = tf.maximum(tf.strings.length(text) - half, 0)
-    cut = tf.strings.join([tf.strings.substr(text, 0, half), tf.strings.substr(text, tail_start, half)], " ")
-    # A cut can split a character: repair again.
-    cut = tf.strings.unicode_transcode(cut, "UTF-8", "UTF-8", errors="replace")
-    return tf.where(tf.strings.length(text) > max_bytes, cut, text)
-
-
-def _shows_something(text: tf.Tensor) -> tf.Tensor:
-    return tf.logical_not(tf.strings.regex_full_match(tf.strings.regex_replace(text, _MARKUP, ""), _INVISIBLE))
-
-
-def clean(record: dict[str, tf.Tensor], max_bytes: int, pairs: bool) -> dict[str, tf.Tensor]:
-    """Texts repaired as examples.TextReport repairs them; `keep` is false for a record whose text (or
-    pair) has no content, which the in-memory sources skip too."""
-    text, pair = (_repaired(record[column], max_bytes) for column in ("text", "text_pair"))
-    keep = _shows_something(text) & (_shows_something(pair) if pairs else True)
-    return {**record, "text": text, "text_pair": pair, "keep": keep}
-
-
 @dataclasses.dataclass(frozen=True)
 class Stream:
     """One split of a streamed source: its files and which records (by the hash of their key) it keeps."""
@@ -377,9 +350,12 @@ class Stream:
             return records  # Cleaned and tokenized when they were prepared.
         max_bytes = examples_lib.max_text_chars(self.seq_length)
         pairs = bool(self.source.columns.pair)
-        return records.map(
-            lambda r: clean(r, max_bytes, pairs), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-        ).filter(lambda record: record["keep"])
+        cleaned = records.map(
+            lambda record: examples_lib.clean_record(record, max_bytes, pairs),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        return cleaned.filter(lambda record: record["keep"])
 
     def first_unreadable(self) -> tuple[str, str] | None:
         """(file, error) of the first file that cannot be read to its end, after a read failed mid-run."""
