@@ -21,7 +21,8 @@ import pytest
 import tensorflow as tf
 
 from trainer import errors, experiment
-from trainer.data import batching, pipeline, service
+from trainer.data import batching, pipeline
+from trainer.data import service_client as service
 from trainer.data.stream_input import StreamInput
 from trainer.data.streams import Stream, StreamSource
 from trainer.data.tables import Columns

@@ -181,9 +181,9 @@ def _check_streaming(experiment: Experiment, file_format: str) -> None:
     if data.max_examples:
         raise ConfigError("--config.data.max_examples caps in-memory sources; a streamed one reads what it is given.")
     if data.service_address:
-        from trainer.data import service  # Its servers' code (grpc) is for runs that use it.
+        from trainer.data import service_client  # grpc: only for runs that use it.
 
-        service.check_address(data.service_address)
+        service_client.check_address(data.service_address)
     if data.service_address and file_format == "jsonl":
         raise ConfigError(
             "--config.data.service_address: JSON lines are parsed in Python, which the tf.data service cannot "

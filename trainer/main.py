@@ -239,9 +239,9 @@ def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, str
     data_config = config.data
     if streamed:
         if data_config.service_address:
-            from trainer.data import service  # Its servers' code (grpc) is for runs that use it.
+            from trainer.data import service_client  # grpc: only for runs that use it.
 
-            service.check_dispatcher(data_config.service_address)
+            service_client.check_dispatcher(data_config.service_address)
         return StreamInput(
             strategy,
             task.build_tokenizer(),

@@ -105,7 +105,7 @@ class StreamInput:
                 batches = batches.skip(consumed * local_replicas)
             batches = batches.map(self._tokenized, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             if self.service_address:
-                from trainer.data import service  # Only runs that use the service need its servers' code.
+                from trainer.data import service_client as service  # grpc: only for runs that use it.
 
                 job = service.pipeline_job_name(context, prefix=stream.name)
                 batches = service.distribute(batches, self.service_address, job)

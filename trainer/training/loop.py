@@ -262,7 +262,8 @@ class Trainer:
         if validation is not None and self.evaluator is not None and eval_every and config.eval_during_training:
             periodic["eval"] = eval_every
         while step < self.total_steps:
-            marks = [_next_multiple(step, every) for every in periodic.values()] + self.profiler.boundaries()
+            # The next multiple of each period, and the profiler's window.
+            marks = [(step // every + 1) * every for every in periodic.values()] + self.profiler.boundaries()
             boundary = min([self.total_steps] + [mark for mark in marks if mark > step])
             self.profiler.at_step(step)
             num_steps, seq_length = batches.next_run(step - start_step, min(config.steps_per_loop, boundary - step))
@@ -395,7 +396,3 @@ class Trainer:
 
     def _save_checkpoint(self) -> None:
         logging.info("Saved checkpoint %s.", self.checkpoints.save(self.step))
-
-
-def _next_multiple(step: int, every: int) -> int:
-    return (step // every + 1) * every
