@@ -30,7 +30,8 @@ def test_chunks_cut_to_their_lengths_give_the_outputs_of_one_call(vocab_path):
     features = task.build_tokenizer()(tf.constant(texts))
 
     lengths = np.sort(features["input_mask"].numpy().sum(axis=1))
-    chunk_longest = [lengths[i : i + export_lib.CHUNK_SIZE].max() for i in range(0, len(lengths), export_lib.CHUNK_SIZE)]
+    size = export_lib.CHUNK_SIZE
+    chunk_longest = [lengths[i : i + size].max() for i in range(0, len(lengths), size)]
     multiple = export_lib.LENGTH_MULTIPLE
     cut = [min(-(-int(n) // multiple) * multiple, SEQ_LENGTH) for n in chunk_longest]
     # The cut is taken (a chunk shorter than seq_length) and lengths beyond one multiple occur.
