@@ -427,7 +427,7 @@ def measure_export() -> None:
     tf_keras.utils.set_random_seed(config.seed)
     precision_lib.set_policy(policy)
     task = registry.build_task(config)
-    export.export(task.build_tokenizer(), task.build_model(), task.serving_outputs, FLAGS.export_dir, 0)
+    export.export(task, task.build_tokenizer(), task.build_model(), FLAGS.export_dir, 0)
 
 
 def measure_inference() -> dict:

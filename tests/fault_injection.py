@@ -10,7 +10,7 @@ FAULT is one of:
   kill_during_reexport            SIGKILL after an existing version of the export is moved aside
                                   for its replacement, before the replacement takes its name
   kill_during_step:N              SIGKILL in the middle of the N-th train function call
-  nan_label:I                     the training label of example I is NaN (a poisoned example)
+  nan_label:I                     the encoded training label of example I is NaN (a poisoned example)
   scale_loss:F                    the training loss is multiplied by F: with a huge F, float16
                                   gradients overflow at every step while the loss stays finite
 """
@@ -111,16 +111,24 @@ def install(fault: str) -> None:
     elif kind == "nan_label":
         import numpy as np
 
-        from trainer.data.examples import Examples
         from trainer.training.loop import Trainer
 
         original_train = Trainer.train
 
         def train(self, train_examples, validation_examples):
-            labels = train_examples.labels.astype(np.float32)
-            labels[int(value)] = np.nan
-            poisoned = Examples(train_examples.texts, labels, train_examples.ids)
-            return original_train(self, poisoned, validation_examples)
+            # Labels are kept as read and encoded by the task as batches are made: the training
+            # split's encoded label of example I becomes NaN (what no real label can encode to).
+            encode = self.input_plan.encode_labels
+
+            def poisoned_encode(labels, ids):
+                encoded = encode(labels, ids)
+                if ids is train_examples.ids:
+                    encoded = encoded.astype(np.float32)
+                    encoded[int(value)] = np.nan
+                return encoded
+
+            self.input_plan.encode_labels = poisoned_encode
+            return original_train(self, train_examples, validation_examples)
 
         Trainer.train = train
     elif kind == "scale_loss":

@@ -10,10 +10,12 @@ import time
 import numpy as np
 import pytest
 
+from trainer import experiment
 from trainer.data import examples, sources
 from trainer.experiment import default_config
+from trainer.tasks.registry import TASKS
 
-from conftest import check_ok, run_trainer, write_aclimdb
+from conftest import check_ok, check_refused, run_trainer, write_aclimdb
 
 EMPTY_TEXTS = {
     "empty": "",
@@ -48,6 +50,25 @@ def read(path, caplog, **values) -> tuple[sources.Splits, str]:
     caplog.clear()
     assert len(lines) >= 1, "no summary line logged"
     return splits, "\n".join(lines)
+
+
+def binary_task():
+    """The default config's task (binary): sources keep labels as read; the task checks and encodes them."""
+    parsed = experiment.parse(default_config())
+    return TASKS["binary"](None, parsed.model, parsed.data, parsed.task)
+
+
+def encoded_labels(splits: sources.Splits) -> dict[str, list[float]]:
+    """Each split's labels as the binary task encodes them, fitted on train as a run does (DataError if
+    one does not fit, naming its file and line)."""
+    task = binary_task()
+    task.fit(splits.train.labels, splits.train.ids)
+    present = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    return {
+        name: task.encode_labels(split.labels, split.ids).tolist()
+        for name, split in present.items()
+        if split is not None and len(split)
+    }
 
 
 def by_id(examples: sources.Examples) -> dict[str, str]:
@@ -298,9 +319,10 @@ def test_csv_empty_invalid_and_long_texts_are_handled_and_counted(tmp_path, capl
     assert texts[f"{path}:6"] == "Multi\nline"
     assert len(texts[f"{path}:9"]) == limit + 1  # Line 8 is blank; a 1 MB field is fine.
     assert texts[f"{path}:10"] == "😀 素晴らしい"
-    assert sorted(splits.train.labels) == [0, 1, 1, 1, 1]
+    assert sorted(splits.train.labels) == ["0", "1", "1", "1", "1"]  # As read.
+    assert sorted(encoded_labels(splits)["train"]) == [0, 1, 1, 1, 1]
     assert log == (
-        f"Read 5 reviews from {path}: 2 empty or whitespace/markup-only reviews skipped, 1 with invalid UTF-8 "
+        f"Read 5 records from {path}: 2 empty or whitespace/markup-only reviews skipped, 1 with invalid UTF-8 "
         f"decoded with replacement characters, 1 longer than {limit} characters cut to their first and last "
         f"{limit // 2}."
     )
@@ -319,26 +341,31 @@ def test_csv_empty_invalid_and_long_texts_are_handled_and_counted(tmp_path, capl
             'text,label\nfine,1\n"unclosed quote,1\nnext,0\nlast,1\n',
             r"bad\.csv:3: missing field\(s\) \['label'\].*the record runs on to line 5 \(an unclosed quote\?\)",
         ),
-        ("text,label\nfine,1\nnot fine,\n", r"bad\.csv:3: label '' is not 0 or 1"),
+        ("text,label\nfine,1\nnot fine,\n", r"bad\.csv:3: the label is empty"),
         ("text,label\nfine,1\nnot fine,0.5\n", r"bad\.csv:3: label '0\.5' is not 0 or 1"),
         ("text,label\nfine,1\nnot fine,1e9\n", r"bad\.csv:3: label '1e9' is not 0 or 1"),
-        ("text,label\nfine,1\nnot fine,nan\n", r"bad\.csv:3: label 'nan' is not 0 or 1"),
-        ("text,label\nfine,1\n\n\nnot fine,neg\n", r"bad\.csv:5: label 'neg' is not 0 or 1"),
-        (b"text,label\nfine,1\nnot fine,\xff\n", r"bad\.csv:3: label '\\udcff' is not 0 or 1"),
+        ("text,label\nfine,1\nnot fine,nan\n", r"bad\.csv:3: label 'nan' is a word, but .*bad\.csv:2 has a number"),
+        ("text,label\nfine,1\n\n\nnot fine,neg\n", r"bad\.csv:5: label 'neg' is a word, but .*bad\.csv:2 has a number"),
+        (
+            b"text,label\nfine,1\nnot fine,\xff\n",
+            r"bad\.csv:3: label '\\udcff' is a word, but .*bad\.csv:2 has a number",
+        ),
         ("review,stars\nfine,1\n", r"bad\.csv: missing column\(s\) \['text', 'label'\]; found \['review', 'stars'\]"),
         ("", r"bad\.csv: missing column\(s\) \['text', 'label'\]; found None"),
     ],
 )
 def test_csv_records_that_cannot_be_read_are_rejected_with_file_and_line(tmp_path, body, message):
     path = write(tmp_path / "bad.csv", body)
+    # Reading rejects what cannot be read; the task, fitting on the training labels, what is no label.
     with pytest.raises(sources.DataError, match=message):
-        sources.load_splits(data_config(path), seed=0)
+        encoded_labels(sources.load_splits(data_config(path, validation_fraction=0.0), seed=0))
 
 
 def test_csv_labels_may_be_written_as_floats_and_padded(tmp_path):
     path = write(tmp_path / "ok.csv", "text,label\na,1.0\nb, 0 \nc,0.0\nd,1\n")
     splits = sources.load_splits(data_config(path, validation_fraction=0.0), seed=0)
-    assert dict(zip(splits.train.texts, splits.train.labels.tolist())) == {"a": 1, "b": 0, "c": 0, "d": 1}
+    labels = encoded_labels(splits)["train"]
+    assert dict(zip(splits.train.texts, labels)) == {"a": 1, "b": 0, "c": 0, "d": 1}
 
 
 def test_a_csv_field_beyond_the_size_limit_names_the_line(tmp_path, monkeypatch):
@@ -386,8 +413,10 @@ def test_jsonl_empty_invalid_and_null_texts_are_handled_and_counted(tmp_path, ca
     assert texts[f"{path}:4"] == "Caf\ufffd bad"
     assert texts[f"{path}:5"] == "lone \ufffd surrogate"
     assert texts[f"{path}:7"] == "😀 素晴らしい"
+    labels = dict(zip(splits.train.ids, encoded_labels(splits)["train"]))
+    assert labels == {f"{path}:1": 1, f"{path}:4": 0, f"{path}:5": 1, f"{path}:7": 1}  # 1.0 on line 7.
     assert log == (
-        f"Read 4 reviews from {path}: 3 empty or whitespace/markup-only reviews skipped, "
+        f"Read 4 records from {path}: 3 empty or whitespace/markup-only reviews skipped, "
         "2 with invalid UTF-8 decoded with replacement characters."
     )
 
@@ -396,14 +425,14 @@ def test_jsonl_empty_invalid_and_null_texts_are_handled_and_counted(tmp_path, ca
     "line,message",
     [
         (b'{"text": "x", "label": 2}', r"bad\.jsonl:2: label 2 is not 0 or 1"),
-        (b'{"text": "x", "label": "yes"}', r"bad\.jsonl:2: label 'yes' is not 0 or 1"),
-        (b'{"text": "x", "label": true}', r"bad\.jsonl:2: label True is not 0 or 1"),
-        (b'{"text": "x", "label": null}', r"bad\.jsonl:2: label None is not 0 or 1"),
-        (b'{"text": "x", "label": [1]}', r"bad\.jsonl:2: label \[1\] is not 0 or 1"),
-        (b'{"text": "x", "label": NaN}', r"bad\.jsonl:2: label nan is not 0 or 1"),
+        (b'{"text": "x", "label": "yes"}', r"bad\.jsonl:2: label 'yes' is a word, but .*bad\.jsonl:1 has a number"),
+        (b'{"text": "x", "label": true}', r"bad\.jsonl:2: label True is not a number or a string"),
+        (b'{"text": "x", "label": null}', r"bad\.jsonl:2: label None is not a number or a string"),
+        (b'{"text": "x", "label": [1]}', r"bad\.jsonl:2: label \[1\] is not a number or a string"),
+        (b'{"text": "x", "label": NaN}', r"bad\.jsonl:2: label nan is not a finite number"),
         (b'{"text": "x"}', r"bad\.jsonl:2: missing key\(s\) \['label'\]"),
         (b'{"text": 42, "label": 1}', r"bad\.jsonl:2: 'text' is a int, not a string"),
-        (b'["x", 1]', r"bad\.jsonl:2: expected a JSON object with keys 'text' and 'label'"),
+        (b'["x", 1]', r"bad\.jsonl:2: expected a JSON object with keys \['text', 'label'\]"),
         (b'{"text": "x", "label": 1', r"bad\.jsonl:2: not valid JSON"),
         (b"\xff\xfe{}", r"bad\.jsonl:2: not valid JSON"),
     ],
@@ -411,7 +440,7 @@ def test_jsonl_empty_invalid_and_null_texts_are_handled_and_counted(tmp_path, ca
 def test_jsonl_records_that_cannot_be_read_are_rejected_with_file_and_line(tmp_path, line, message):
     path = write(tmp_path / "bad.jsonl", jsonl({"text": "fine", "label": 1}, line))
     with pytest.raises(sources.DataError, match=message):
-        sources.load_splits(data_config(path), seed=0)
+        encoded_labels(sources.load_splits(data_config(path, validation_fraction=0.0), seed=0))
 
 
 def test_a_json_array_file_gets_a_hint(tmp_path):
@@ -447,16 +476,26 @@ def test_a_test_file_of_the_other_format_is_read_by_its_own_extension(tmp_path, 
     test = write(tmp_path / "test.jsonl", jsonl({"text": "c", "label": 1}, {"text": "", "label": 0}))
     splits, log = read(train, caplog, test_path=str(test))
     assert list(splits.test.texts) == ["c"]
+    assert encoded_labels(splits)["test"] == [1]
     assert log == (
-        f"Read 2 reviews from {train}.\nRead 1 review from {test}: 1 empty or whitespace/markup-only review skipped."
+        f"Read 2 records from {train}.\nRead 1 record from {test}: 1 empty or whitespace/markup-only review skipped."
     )
 
 
 def test_a_single_class_training_set_is_warned_about(tmp_path, caplog):
     path = write(tmp_path / "ones.csv", "text,label\na,1\nb,1\n")
+    splits = sources.load_splits(data_config(path, validation_fraction=0.0), seed=0)
     with caplog.at_level(logging.WARNING, logger="absl"):
-        sources.load_splits(data_config(path, validation_fraction=0.0), seed=0)
+        assert encoded_labels(splits)["train"] == [1, 1]
     assert "All 2 training examples have label 1" in caplog.text
+    # Two classes: nothing to warn about.
+    caplog.clear()
+    splits = sources.load_splits(
+        data_config(write(tmp_path / "both.csv", "text,label\na,1\nb,0\n"), validation_fraction=0.0), seed=0
+    )
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        encoded_labels(splits)
+    assert "training examples have label" not in caplog.text
 
 
 @pytest.mark.parametrize("fraction,lines", [(0.1, 3), (0.9, 1)])
@@ -501,6 +540,17 @@ def test_trainer_trains_on_a_messy_tree_and_logs_the_counts(tmp_path, vocab_path
         f"their first and last {limit // 2}, 5 stray files ignored." in process.stderr
     ), process.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_bad_label_in_a_held_out_split_stops_the_run_before_training(tmp_path, vocab_path):
+    """Labels are encoded as batches are made; those of the validation and test splits are checked up front,
+    not when they are first evaluated (the test file's after training)."""
+    train = write(tmp_path / "train.csv", "text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(40)))
+    test = write(tmp_path / "test.csv", "text,label\na great film,1\na dull film,maybe\n")
+    process = run_trainer(tmp_path / "run", vocab_path, train, f"--config.data.test_path={test}")
+    check_refused(process, rf"{re.escape(str(test))}:3: label 'maybe' is not 0 or 1")
+    assert "Training steps" not in process.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_log_line_is_written_through_absl(tree, caplog):

@@ -136,7 +136,7 @@ def test_a_kill_while_an_export_is_replaced_never_leaves_a_partial_version(tmp_p
     assert sorted(name.split("-")[1] for name in os.listdir(model_dir / "export")) == ["10", "replaced"]
     assert latest_export(str(model_dir / "export")) is None
     predicted = check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *short, "--mode=predict", "--text=a great film"))
-    assert "No export in" in predicted.stderr and predicted.stdout.count("\t") == 2
+    assert "No usable export in" in predicted.stderr and predicted.stdout.count("\t") == 2
     assert os.listdir(model_dir / "export") == ["10"], "the dead writer's directories were left behind"
 
 

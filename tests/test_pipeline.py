@@ -8,7 +8,9 @@ from trainer.data import batching, pipeline
 from trainer.data.sources import Examples
 
 
-def identity_tokenizer(texts: tf.Tensor) -> dict[str, tf.Tensor]:
+def identity_tokenizer(texts: tf.Tensor, pairs: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    # Called as the pipeline calls a real tokenizer: tokenizer(texts, pairs), pairs None for single texts.
+    assert pairs is None
     # Rank 2, like real features, so the pipeline's cut to the batch length applies.
     return {"text": texts[:, tf.newaxis]}
 

@@ -7,8 +7,10 @@ import tarfile
 import numpy as np
 import pytest
 
+from trainer import experiment
 from trainer.data import sources, tfds_source
 from trainer.experiment import default_config
+from trainer.tasks.registry import TASKS
 
 
 def data_config(**values):
@@ -16,6 +18,12 @@ def data_config(**values):
     for key, value in values.items():
         config[key] = value
     return config
+
+
+def binary_task():
+    """The default config's task (binary): sources keep labels as read; the task checks and encodes them."""
+    parsed = experiment.parse(default_config())
+    return TASKS["binary"](None, parsed.model, parsed.data, parsed.task)
 
 
 def test_aclimdb_directory_and_archive_read_the_same(imdb_dir, imdb_archive):
@@ -70,7 +78,14 @@ def test_csv_and_jsonl(tmp_path):
         texts = sorted(list(splits.train.texts) + list(splits.validation.texts))
         if path is csv_path:
             assert "Great, fun film" in texts
-        assert sorted(list(splits.train.labels) + list(splits.validation.labels)) == [0, 0, 1, 1, 1]
+        # Labels as read: CSV fields are strings, JSON numbers stay numbers.
+        read = sorted(list(splits.train.labels) + list(splits.validation.labels))
+        assert read == (["0", "0", "1", "1", "1"] if path is csv_path else [0, 0, 1, 1, 1])
+        task = binary_task()
+        task.fit(splits.train.labels, splits.train.ids)
+        encoded = [task.encode_labels(s.labels, s.ids) for s in (splits.train, splits.validation)]
+        assert all(e.dtype == np.float32 for e in encoded)
+        assert sorted(np.concatenate(encoded).tolist()) == [0, 0, 1, 1, 1]
 
 
 def test_csv_missing_column_is_named(tmp_path):
@@ -80,12 +95,19 @@ def test_csv_missing_column_is_named(tmp_path):
         sources.load_splits(data_config(path=str(path)), seed=0)
 
 
-@pytest.mark.parametrize("label", ["2", "positive", "-1"])
-def test_bad_label_names_file_and_line(tmp_path, label):
+@pytest.mark.parametrize(
+    "label,problem",
+    [("2", "is not 0 or 1"), ("positive", r"is a word, but .*bad\.csv:2 has a number"), ("-1", "is not 0 or 1")],
+)
+def test_bad_label_names_file_and_line(tmp_path, label, problem):
     path = tmp_path / "bad.csv"
     path.write_text(f"text,label\nfine,1\nnot fine,{label}\n")
-    with pytest.raises(sources.DataError, match=rf"bad\.csv:3: label '{label}' is not 0 or 1"):
-        sources.load_splits(data_config(path=str(path)), seed=0)
+    # No validation split: both lines are training examples, which the task fits on and encodes as a run does.
+    train = sources.load_splits(data_config(path=str(path), validation_fraction=0.0), seed=0).train
+    task = binary_task()
+    with pytest.raises(sources.DataError, match=rf"bad\.csv:3: label '{label}' {problem}"):
+        task.fit(train.labels, train.ids)
+        task.encode_labels(train.labels, train.ids)
 
 
 def test_jsonl_syntax_error_names_line(tmp_path):

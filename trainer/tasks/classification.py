@@ -3,6 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -33,6 +34,15 @@ class BinaryClassificationTask(Task):
         self.zero_one = labels.is_number(names[0][0])
         if self.zero_one:
             self.label_names = self.label_names or BINARY_NAMES
+            # One class is allowed, but said. (A label other than 0 or 1 is refused, naming its line, when
+            # encoded; a stream's are skipped with data.skip_corrupt_records.)
+            values = {float(name) for example in names for name in example}
+            if len(values) == 1 and values <= {0.0, 1.0}:
+                logging.warning(
+                    "All %d training examples have label %d: the classifier has nothing to tell apart.",
+                    len(ids),
+                    int(values.pop()),
+                )
         else:
             self.label_names = labels.vocabulary(names, ids, self.label_names, num_classes=2)
 
