@@ -122,4 +122,12 @@ def run_with_exit_statuses(action: Callable[[], None], strategy: str = "default"
             logging.warning("%s Exiting with status %d: restart the job to resume.", error, error.exit_status)
         else:
             logging.error("%s", error)
+        if isinstance(error, strategy_lib.PeerLostError):
+            # TensorFlow's shutdown of a cluster waits on the lost peer (its coordination service's
+            # barrier), which can outlast a launcher's grace period: leave at once. Checkpoints are
+            # complete files by now, and the logs are flushed first.
+            logging.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(error.exit_status)
         sys.exit(error.exit_status)
