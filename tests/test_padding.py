@@ -19,14 +19,22 @@ from conftest import make_review
 SEQ_LENGTH = 128
 
 
-def test_chunks_cut_to_their_lengths_give_the_outputs_of_one_call(vocab_path):
+def binary_task_and_model(vocab_path):
+    """The tiny BERT's binary task at SEQ_LENGTH, without dropout (it would make two calls differ)."""
     config = smoke.get_config()
     config.model.vocab_path = vocab_path
     config.model.bert.max_position_embeddings = SEQ_LENGTH
+    config.model.bert.dropout_rate = 0.0
+    config.model.bert.attention_dropout_rate = 0.0
+    config.model.head_dropout_rate = 0.0
     config.data.seq_length = SEQ_LENGTH
     task = build_task(experiment.parse(config))
     task.prepare_labels(None, ("0", "1"), None)
-    model = task.build_model()
+    return task, task.build_model()
+
+
+def test_chunks_cut_to_their_lengths_give_the_outputs_of_one_call(vocab_path):
+    task, model = binary_task_and_model(vocab_path)
     rng = random.Random(0)
     # Three chunks of 16 and one of 2; lengths from a few tokens to past seq_length, shuffled.
     texts = [make_review(rng, i % 2 == 0, length=rng.choice([3, 10, 40, 70, 200])) for i in range(50)]
@@ -48,16 +56,7 @@ def test_chunks_cut_to_their_lengths_give_the_outputs_of_one_call(vocab_path):
 def test_batches_cut_to_their_bucket_lengths_train_as_the_same_batches_padded_to_seq_length(vocab_path):
     """Length buckets change what a batch is padded to, never the math: on the in-memory plan's batches of
     four bucket lengths, the loss and every gradient equal those of the same batch padded to seq_length."""
-    config = smoke.get_config()
-    config.model.vocab_path = vocab_path
-    config.model.bert.max_position_embeddings = SEQ_LENGTH
-    config.model.bert.dropout_rate = 0.0
-    config.model.bert.attention_dropout_rate = 0.0
-    config.model.head_dropout_rate = 0.0
-    config.data.seq_length = SEQ_LENGTH
-    task = build_task(experiment.parse(config))
-    task.prepare_labels(None, ("0", "1"), None)
-    model = task.build_model()
+    task, model = binary_task_and_model(vocab_path)
     rng = random.Random(1)
     texts = [make_review(rng, i % 2 == 0, length=rng.choice([3, 20, 45, 90, 200])) for i in range(96)]
     examples = Examples(
