@@ -90,9 +90,7 @@ class StreamInput:
             )
         if not isinstance(error, tf.errors.DataLossError) and "IteratorGetNext" not in message:
             return None
-        culprit = stream.first_unreadable()
-        where = f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else f"a shard failed ({message[:300]})"
-        return f"{stream.source.flag}: {where}."
+        return f"{stream.source.flag}: {stream.failed_shard(error)}."
 
     def dataset_fn(self, stream: Stream, global_batch_size: int, training: bool, consumed: int = 0) -> DatasetFn:
         """The function of an InputContext that builds one input pipeline's batches."""

@@ -367,6 +367,11 @@ class Stream:
                 return name, _reason(e)
         return None
 
+    def failed_shard(self, error: tf.errors.OpError) -> str:
+        """Which shard a read `error` came from and why, found by reading each file to its end."""
+        culprit = self.first_unreadable()
+        return f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else f"a shard failed ({_reason(error)})"
+
     def sample(self, count: int) -> Examples:
         """The first `count` kept records, taken round-robin over all files: what the task learns the label
         vocabulary (and a regression's target scale) from, without a pass over the whole source."""
@@ -376,10 +381,9 @@ class Stream:
         try:
             rows = [(r["key"].decode(), r["label"].decode("utf-8", "replace")) for r in records.as_numpy_iterator()]
         except tf.errors.OpError as e:
-            culprit = self.first_unreadable()
-            where = f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else " ".join(e.message.split())[:300]
             raise DataError(
-                f"{self.source.flag}: {where}, found while reading the label sample: repair or remove the shard."
+                f"{self.source.flag}: {self.failed_shard(e)}, found while reading the label sample: repair or "
+                "remove the shard."
             ) from None
         if not rows:
             raise DataError(f"{self.source.flag}: the {self.name} split of {len(self.files)} file(s) has no records.")
