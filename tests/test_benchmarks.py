@@ -240,3 +240,45 @@ def test_peer_env_help_installs_nothing(tmp_path):
         ["bash", str(BENCHMARKS / "peer_env.sh"), "--bogus"], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
+
+
+def test_corpus_bench_builds_the_corpora_and_measures_every_format(tmp_path, imdb_archive, vocab_path):
+    import csv
+    import gzip
+
+    work_dir, results = tmp_path / "work", tmp_path / "results"
+    process = _run(
+        "corpus_bench.py",
+        f"--archive={imdb_archive}",
+        "--sizes=400",
+        "--num_shards=3",
+        "--train_steps=3",
+        "--batch_size=8",
+        "--warmup_batches=1",
+        "--timed_batches=4",
+        f"--work_dir={work_dir}",
+        f"--results_dir={results}",
+        f"--trainer_flag=--config={REPO / 'configs' / 'smoke.py'}",
+        f"--trainer_flag=--config.model.vocab_path={vocab_path}",
+        # As in the shipped configs, which train by epochs: the benchmark sets the steps of its streamed runs.
+        "--trainer_flag=--config.train.steps=0",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    # 400 reviews from the 160 of the archive: every copy has ids of its own, spread over the 3 shards.
+    rows = []
+    for shard in sorted((work_dir / "corpus-400-3" / "csv").glob("*.csv.gz")):
+        with gzip.open(shard, "rt", encoding="utf-8") as f:
+            rows += list(csv.DictReader(f))
+    assert len(rows) == 400 and len({row["id"] for row in rows}) == 400
+    assert len({row["text"] for row in rows}) == 160
+    (record,) = [json.loads(line) for line in next(results.glob("corpus-*.jsonl")).read_text().splitlines()]
+    for fmt in ("csv.gz", "tfrecord", "prepared"):
+        measured = record["pipeline"][fmt]
+        assert "error" not in measured, measured
+        # Every timed batch was full: the stream repeats, so 4 batches of 8 reviews.
+        assert measured["timed_reviews"] == 32 and measured["reviews_per_second"] > 0
+    train = record["train"]
+    assert "error" not in train, train
+    assert 0 < train["first_step_seconds"] < train["run_seconds"] and train["peak_rss_mb"] > 100
+    report = next(results.glob("corpus-*.md")).read_text()
+    assert "| 400 |" in report and "Failed measurements" not in report
