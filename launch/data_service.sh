@@ -71,19 +71,14 @@ Example (a dispatcher and one worker here, a trainer beside them):
 USAGE
 }
 
-die_usage() {
-  echo "data_service.sh: $*" >&2
-  echo "Run launch/data_service.sh --help for usage." >&2
-  exit 2
-}
-
-is_positive_int() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
-
-# `wait -n -p` (which server finished) needs bash 5.1.
-if (( BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1) )); then
-  echo "data_service.sh: needs bash >= 5.1, this is $BASH_VERSION" >&2
-  exit 2
-fi
+tag=data_service
+# No `dirname`: a --dry-run must work on a PATH without coreutils.
+launch_dir=${BASH_SOURCE[0]%/*}
+[[ $launch_dir == "${BASH_SOURCE[0]}" ]] && launch_dir=.
+# shellcheck source=launch/lib/common.sh
+source "$launch_dir/lib/common.sh"
+# shellcheck source=launch/lib/processes.sh
+source "$launch_dir/lib/processes.sh"
 
 if [[ $# -eq 0 ]]; then
   die_usage "missing N, the number of workers"
@@ -135,109 +130,14 @@ if [[ -z $log_dir ]]; then
 fi
 mkdir -p "$log_dir"
 
-# All sockets stay bound until every port is chosen, so the ports are distinct.
-num_ports=$((num_workers + 1))
-ports=()
-mapfile -t ports < <("$PYTHON" -c '
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print("\n".join(str(s.getsockname()[1]) for s in socks))
-' "$num_ports")
-if [[ ${#ports[@]} -ne $num_ports ]]; then
-  echo "data_service: could not get $num_ports free ports from the OS" >&2
-  exit 1
-fi
+free_ports $((num_workers + 1))
 dispatcher_address="127.0.0.1:${ports[0]}"
-
-declare -A running=()   # pid -> server index (0: the dispatcher, i: worker i), until reaped
-names=()
-pids=()
-statuses=()
-logs=()
-stopping=0
 ready=0
-timer_pid=""            # the grace period's `sleep`
-ticker_pid=""           # a short `sleep` that wakes the wait loop to look for readiness
 exit_status=0
+meaning_of_2="user error: bad flag or port in use"
+meaning_of_143="stopped by SIGTERM"
 
-stop_servers() {
-  local pid
-  if [[ $stopping == 1 ]]; then
-    return
-  fi
-  stopping=1
-  echo "data_service: $1: sending SIGTERM to the running servers (grace ${grace}s)" >&2
-  for pid in "${!running[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  sleep "$grace" &
-  timer_pid=$!
-}
-
-kill_servers() {
-  local pid
-  for pid in "${!running[@]}"; do
-    echo "data_service: ${names[${running[$pid]}]} (pid $pid) still running: SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
-
-# shellcheck disable=SC2329  # invoked by the INT/TERM traps
-on_signal() {
-  if [[ $stopping == 1 ]]; then
-    echo "data_service: $1 again: not waiting any longer" >&2
-    kill_servers
-  else
-    stop_servers "launcher got $1"
-  fi
-}
-
-# Safety net: if this script dies early, its servers must not be left behind.
-# shellcheck disable=SC2329  # invoked by the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${!running[@]}" ${timer_pid:+"$timer_pid"} ${ticker_pid:+"$ticker_pid"}; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-}
-
-trap 'on_signal SIGINT' INT
-trap 'on_signal SIGTERM' TERM
-trap cleanup EXIT
-
-start_server() {
-  local name=$1 log=$2
-  shift 2
-  names+=("$name")
-  logs+=("$log")
-  statuses+=("")
-  printf '=== %s data_service %s: trainer.data.service %s\n' "$(date -Is)" "$name" "$*" >>"$log"
-  # env execs Python, so $! is the server's own PID.
-  env PYTHONUNBUFFERED=1 "$PYTHON" -m trainer.data.service "$@" >>"$log" 2>&1 </dev/null &
-  pids+=("$!")
-  running[$!]=$(( ${#names[@]} - 1 ))
-}
-
-if (( num_workers > 1 )); then
-  echo "data_service: warning: with $num_workers workers batches reach the trainer in the order the workers" \
-    "finish them, and a resume is not exact (see --help)" >&2
-fi
-echo "data_service: dispatcher at $dispatcher_address and $num_workers worker(s) at 127.0.0.1 ports" \
-  "${ports[*]:1}; logs in $log_dir"
-start_server dispatcher "$log_dir/dispatcher.log" --role=dispatcher --port="${ports[0]}" \
-  ${work_dir:+"--work_dir=$work_dir"}
-for ((i = 1; i <= num_workers; i++)); do
-  start_server "worker $i" "$log_dir/worker-$i.log" --role=worker --dispatcher="$dispatcher_address" \
-    --port="${ports[$i]}" --worker_address="127.0.0.1:${ports[$i]}"
-done
-for ((i = 0; i <= num_workers; i++)); do
-  echo "data_service: ${names[$i]} pid ${pids[$i]} 127.0.0.1:${ports[$i]} log ${logs[$i]}"
-done
-started_at=$SECONDS
+who_is_running() { echo "servers"; }
 
 # Every server logs "tf.data service <role> ready at" once it serves (a worker: once registered).
 check_ready() {
@@ -248,105 +148,61 @@ check_ready() {
   done
 }
 
-record_exit() {
-  local pid=$1 status=$2 index
-  index=${running[$pid]}
-  unset "running[$pid]"
-  statuses[index]=$status
+ticking() { [[ $ready == 0 && $stopping == 0 ]]; }
+
+on_tick() {
+  if [[ $stopping == 1 ]]; then
+    return
+  elif check_ready; then
+    ready=1
+    echo "data_service: ready after $((SECONDS - started_at))s: dispatcher and $num_workers worker(s) serving;" \
+      "stop with Ctrl-C or SIGTERM (pid $$)"
+    echo "data_service: ready: --config.data.service_address=grpc://$dispatcher_address"
+  elif (( SECONDS - started_at >= start_timeout )); then
+    echo "data_service: not ready within --start_timeout=${start_timeout}s; see the logs in $log_dir" >&2
+    exit_status=1
+    stop_all "start timeout"
+  fi
+}
+
+on_process_exit() {
+  local index=$1 status=$2
   if [[ $stopping == 0 ]]; then
     echo "data_service: ${names[$index]} exited on its own with status $status (log ${logs[$index]})" >&2
     exit_status=$(( status == 0 ? 1 : status ))
-    stop_servers "${names[$index]} exited"
+    stop_all "${names[$index]} exited"
   elif [[ $status -ne 0 && $status -ne 143 && $exit_status -eq 0 ]]; then
     # 143: our SIGTERM arrived before the server had installed its handler; that is a stop as asked.
     exit_status=$status
   fi
 }
 
-grace_over() {
-  timer_pid=""
-  echo "data_service: grace period of ${grace}s is over" >&2
-  kill_servers
+# start_server NAME LOG PORT FLAGS...: one `python -m trainer.data.service FLAGS...`.
+start_server() {
+  local name=$1 log=$2 port=$3
+  shift 3
+  printf '=== %s data_service %s: trainer.data.service %s\n' "$(date -Is)" "$name" "$*" >>"$log"
+  start_process "$name" "$log" "127.0.0.1:$port" env PYTHONUNBUFFERED=1 "$PYTHON" -m trainer.data.service "$@"
 }
 
-# bash drops a job killed by a signal from its job table once it has reported it, and
-# `wait -n` then fails with 127 for it; plain `wait PID` still returns its saved status.
-collect_vanished() {
-  local pid status
-  for pid in "${!running[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      if wait "$pid" 2>/dev/null; then status=0; else status=$?; fi
-      record_exit "$pid" "$status"
-    fi
-  done
-  if [[ -n $timer_pid ]] && ! kill -0 "$timer_pid" 2>/dev/null; then
-    wait "$timer_pid" 2>/dev/null || true
-    grace_over
-  fi
-  if [[ -n $ticker_pid ]] && ! kill -0 "$ticker_pid" 2>/dev/null; then
-    wait "$ticker_pid" 2>/dev/null || true
-    ticker_pid=""  # The next one checks readiness.
-  fi
-}
-
-while [[ ${#running[@]} -gt 0 ]]; do
-  if [[ $ready == 0 && $stopping == 0 && -z $ticker_pid ]]; then
-    sleep 0.5 &
-    ticker_pid=$!
-  fi
-  finished=""
-  if wait -n -p finished "${!running[@]}" ${timer_pid:+"$timer_pid"} ${ticker_pid:+"$ticker_pid"} 2>/dev/null; then
-    status=0
-  else
-    status=$?
-  fi
-  if [[ -n ${finished:-} && $finished == "$ticker_pid" ]]; then
-    ticker_pid=""
-    if [[ $stopping == 1 ]]; then
-      continue
-    elif check_ready; then
-      ready=1
-      echo "data_service: ready after $((SECONDS - started_at))s: dispatcher and $num_workers worker(s) serving;" \
-        "stop with Ctrl-C or SIGTERM (pid $$)"
-      echo "data_service: ready: --config.data.service_address=grpc://$dispatcher_address"
-    elif (( SECONDS - started_at >= start_timeout )); then
-      echo "data_service: not ready within --start_timeout=${start_timeout}s; see the logs in $log_dir" >&2
-      exit_status=1
-      stop_servers "start timeout"
-    fi
-  elif [[ -n ${finished:-} && $finished == "$timer_pid" ]]; then
-    grace_over
-  elif [[ -n ${finished:-} ]]; then
-    record_exit "$finished" "$status"
-  elif [[ $status -eq 127 ]]; then
-    before=${#running[@]}
-    collect_vanished
-    if [[ ${#running[@]} -eq $before ]]; then
-      sleep 0.1  # nothing collected: do not spin
-    fi
-  fi
-  # Otherwise a trapped signal interrupted `wait`, and the trap has already acted.
+if (( num_workers > 1 )); then
+  echo "data_service: warning: with $num_workers workers batches reach the trainer in the order the workers" \
+    "finish them, and a resume is not exact (see --help)" >&2
+fi
+echo "data_service: dispatcher at $dispatcher_address and $num_workers worker(s) at 127.0.0.1 ports" \
+  "${ports[*]:1}; logs in $log_dir"
+handle_signals
+start_server dispatcher "$log_dir/dispatcher.log" "${ports[0]}" --role=dispatcher --port="${ports[0]}" \
+  ${work_dir:+"--work_dir=$work_dir"}
+for ((i = 1; i <= num_workers; i++)); do
+  start_server "worker $i" "$log_dir/worker-$i.log" "${ports[$i]}" --role=worker \
+    --dispatcher="$dispatcher_address" --port="${ports[$i]}" --worker_address="127.0.0.1:${ports[$i]}"
 done
-
-for pid in ${timer_pid:+"$timer_pid"} ${ticker_pid:+"$ticker_pid"}; do
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-done
-timer_pid=""
-ticker_pid=""
-
-describe() {
-  case "$1" in
-    0) echo "ok" ;;
-    2) echo "user error: bad flag or port in use" ;;
-    137) echo "killed by SIGKILL" ;;
-    143) echo "stopped by SIGTERM" ;;
-    *) echo "failed" ;;
-  esac
-}
-
 for ((i = 0; i <= num_workers; i++)); do
-  printf 'data_service: %s pid %s 127.0.0.1:%s exit %s (%s) log %s\n' \
-    "${names[$i]}" "${pids[$i]}" "${ports[$i]}" "${statuses[$i]}" "$(describe "${statuses[$i]}")" "${logs[$i]}"
+  echo "data_service: ${names[$i]} pid ${pids[$i]} 127.0.0.1:${ports[$i]} log ${logs[$i]}"
 done
+started_at=$SECONDS
+
+supervise
+print_summary
 exit "$exit_status"

@@ -121,20 +121,16 @@ Add --dry-run to any of them to see the gcloud commands first.
 USAGE
 }
 
-die_usage() {
-  echo "gcloud_cluster.sh: $*" >&2
-  echo "Run launch/gcloud_cluster.sh --help for usage." >&2
-  exit 2
-}
+tag=gcloud_cluster
+# No `dirname`: a --dry-run must work on a PATH without coreutils.
+launch_dir=${BASH_SOURCE[0]%/*}
+[[ $launch_dir == "${BASH_SOURCE[0]}" ]] && launch_dir=.
+# shellcheck source=launch/lib/common.sh
+source "$launch_dir/lib/common.sh"
 
-positive_int_re='^[1-9][0-9]*$'
-non_negative_int_re='^(0|[1-9][0-9]*)$'
 # Compute Engine names: lower-case letters, digits and dashes, starting with a letter.
 name_re='^[a-z]([-a-z0-9]*[a-z0-9])?$'
-# Words that need no shell quoting; also keeps remote paths free of quoting problems.
-plain_word_re='^[A-Za-z0-9_@%+=:,./-]+$'
 remote_dir_re='^[A-Za-z0-9_][A-Za-z0-9_./-]*$'
-option_eq_re='^(--[A-Za-z][A-Za-z0-9_.-]*=)'
 
 if [[ $# -eq 0 ]]; then
   die_usage "missing SUBCOMMAND (up, install, start, logs, stop, tensorboard, down)"
@@ -288,42 +284,9 @@ fi
 
 cd "$(dirname "$0")/.."
 
-if [[ $dry_run == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
-  echo "gcloud_cluster.sh: gcloud not found; install the Google Cloud CLI (or use --dry-run)" >&2
-  exit 1
-fi
+require_gcloud
 
 # --- helpers ----------------------------------------------------------------------------
-quote() {
-  if [[ $1 =~ $plain_word_re ]]; then
-    printf '%s' "$1"
-  elif [[ $1 =~ $option_eq_re ]]; then
-    # --opt='value' reads better than '--opt=value' and means the same to a shell.
-    printf '%s' "${BASH_REMATCH[1]}"
-    quote "${1#"${BASH_REMATCH[1]}"}"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-quote_words() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
-}
-
-# Dry run: the command on stdout, exactly as a shell would need it. Real run: echoed to stderr, then run.
-run() {
-  if [[ $dry_run == 1 ]]; then
-    printf '%s\n' "$(quote_words "$@")"
-  else
-    printf '+ %s\n' "$(quote_words "$@")" >&2
-    "$@"
-  fi
-}
-
 scope=(--zone="$zone")
 if [[ -n $project ]]; then
   scope+=(--project="$project")

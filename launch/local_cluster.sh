@@ -79,19 +79,14 @@ Example (1 worker training, an evaluator beside it):
 USAGE
 }
 
-die_usage() {
-  echo "local_cluster.sh: $*" >&2
-  echo "Run launch/local_cluster.sh --help for usage." >&2
-  exit 2
-}
-
-is_positive_int() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
-
-# `wait -n -p` (which worker finished) needs bash 5.1.
-if (( BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1) )); then
-  echo "local_cluster.sh: needs bash >= 5.1, this is $BASH_VERSION" >&2
-  exit 2
-fi
+tag=local_cluster
+# No `dirname`: a --dry-run must work on a PATH without coreutils.
+launch_dir=${BASH_SOURCE[0]%/*}
+[[ $launch_dir == "${BASH_SOURCE[0]}" ]] && launch_dir=.
+# shellcheck source=launch/lib/common.sh
+source "$launch_dir/lib/common.sh"
+# shellcheck source=launch/lib/processes.sh
+source "$launch_dir/lib/processes.sh"
 
 if [[ $# -eq 0 ]]; then
   die_usage "missing N, the number of workers"
@@ -181,23 +176,8 @@ if [[ -z $log_dir ]]; then
 fi
 mkdir -p "$log_dir"
 
-# All sockets stay bound until every port is chosen, so the ports are distinct. With
-# --evaluator the last one is the evaluator's address in the cluster (nothing listens on it).
-num_ports=$((num_workers + evaluator))
-ports=()
-mapfile -t ports < <("$PYTHON" -c '
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print("\n".join(str(s.getsockname()[1]) for s in socks))
-' "$num_ports")
-if [[ ${#ports[@]} -ne $num_ports ]]; then
-  echo "local_cluster.sh: could not get $num_ports free ports from the OS" >&2
-  exit 1
-fi
+# With --evaluator the last port is the evaluator's address in the cluster (nothing listens on it).
+free_ports $((num_workers + evaluator))
 
 cluster_json='{"worker": ['
 separator=""
@@ -221,214 +201,90 @@ else
   worker_cmd=("$PYTHON" -m trainer.main --strategy=multi_worker_mirrored "${trainer_args[@]}")
 fi
 
-declare -A running=()    # pid -> worker index (or "evaluator"), for processes not yet reaped by `wait`
-pids=()
-statuses=()
-logs=()
-eval_pid=""
-eval_status=""
-eval_log=""
-stopping=0
-timer_pid=""
+eval_index=""       # the evaluator's process index, with --evaluator
 exit_status=0
+meaning_of_2="user error: bad flag, config or data"
+meaning_of_143="stopped by SIGTERM (preempted): rerun the same command to resume"
 
-# SIGTERM to every worker (and the evaluator) still running, then a grace timer (a `sleep` child
-# that `wait -n` sees finish).
-stop_workers() {
-  local pid who="workers"
-  if [[ $stopping == 1 ]]; then
-    return
-  fi
-  stopping=1
-  if [[ -n $eval_pid && -z $eval_status ]]; then
-    who+=" and the evaluator"
-  fi
-  echo "local_cluster: $1: sending SIGTERM to the running $who (grace ${grace}s)" >&2
-  for pid in "${!running[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  sleep "$grace" &
-  timer_pid=$!
-}
-
-# "worker I" or "evaluator", for messages.
-task_name() {
-  if [[ $1 == evaluator ]]; then echo evaluator; else echo "worker $1"; fi
-}
-
-kill_workers() {
-  local pid
-  for pid in "${!running[@]}"; do
-    echo "local_cluster: $(task_name "${running[$pid]}") (pid $pid) still running: SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-}
-
-# shellcheck disable=SC2329  # invoked by the INT/TERM traps
-on_signal() {
-  if [[ $stopping == 1 ]]; then
-    echo "local_cluster: $1 again: not waiting any longer" >&2
-    kill_workers
+who_is_running() {
+  if [[ -n $eval_index && -z ${statuses[eval_index]} ]]; then
+    echo "workers and the evaluator"
   else
-    stop_workers "launcher got $1"
-  fi
-}
-
-# Safety net: if this script dies early, its workers must not be left behind.
-# shellcheck disable=SC2329  # invoked by the EXIT trap
-cleanup() {
-  local pid
-  for pid in "${!running[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  if [[ -n $timer_pid ]]; then
-    kill "$timer_pid" 2>/dev/null || true
-  fi
-}
-
-trap 'on_signal SIGINT' INT
-trap 'on_signal SIGTERM' TERM
-trap cleanup EXIT
-
-echo "local_cluster: $num_workers worker(s) at 127.0.0.1 ports ${ports[*]:0:$num_workers}; logs in $log_dir"
-for ((i = 0; i < num_workers; i++)); do
-  tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"worker\", \"index\": $i}}"
-  env_vars=("TF_CONFIG=$tf_config" PYTHONUNBUFFERED=1)
-  if [[ -n $threads ]]; then
-    env_vars+=("TF_NUM_INTRAOP_THREADS=$threads" "TF_NUM_INTEROP_THREADS=$threads")
-  fi
-  pin_cmd=()
-  if [[ $pin == 1 ]]; then
-    pin_cmd=(taskset -c "${cpus[$i]}")
-  fi
-  log="$log_dir/worker-$i.log"
-  logs+=("$log")
-  printf '=== %s local_cluster worker %d TF_CONFIG=%s\n' "$(date -Is)" "$i" "$tf_config" >>"$log"
-  # env and taskset exec the worker, so $! is the worker's own PID.
-  env "${env_vars[@]}" "${pin_cmd[@]}" "${worker_cmd[@]}" >>"$log" 2>&1 </dev/null &
-  pids+=("$!")
-  running[$!]=$i
-  statuses+=("")
-  echo "local_cluster: worker $i pid $! 127.0.0.1:${ports[$i]}${pin_cmd[*]:+ on CPU ${cpus[$i]}}"
-done
-if [[ $evaluator == 1 ]]; then
-  tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"evaluator\", \"index\": 0}}"
-  env_vars=("TF_CONFIG=$tf_config" PYTHONUNBUFFERED=1)
-  if [[ -n $threads ]]; then
-    env_vars+=("TF_NUM_INTRAOP_THREADS=$threads" "TF_NUM_INTEROP_THREADS=$threads")
-  fi
-  pin_cmd=()
-  if [[ $pin == 1 ]]; then
-    eval_cpus=$(IFS=,; echo "${cpus[*]:$num_workers}")
-    pin_cmd=(taskset -c "$eval_cpus")
-  fi
-  eval_log="$log_dir/evaluator.log"
-  printf '=== %s local_cluster evaluator TF_CONFIG=%s\n' "$(date -Is)" "$tf_config" >>"$eval_log"
-  # Appended last: trainer.main takes the last --mode, whatever the trainer flags say.
-  env "${env_vars[@]}" "${pin_cmd[@]}" "${worker_cmd[@]}" --mode=continuous_eval >>"$eval_log" 2>&1 </dev/null &
-  eval_pid=$!
-  running[$!]=evaluator
-  echo "local_cluster: evaluator pid $! (--mode=continuous_eval)${pin_cmd[*]:+ on CPU $eval_cpus} log $eval_log"
-fi
-echo "local_cluster: follow the chief with: tail -f $log_dir/worker-0.log"
-
-record_exit() {
-  local pid=$1 status=$2 index
-  index=${running[$pid]}
-  unset "running[$pid]"
-  if [[ $index == evaluator ]]; then
-    # The evaluator's end, failed or not, never stops the workers.
-    eval_status=$status
-    if [[ $status -ne 0 && $stopping == 0 ]]; then
-      echo "local_cluster: the evaluator exited with status $status; the workers go on (log $eval_log)" >&2
-    fi
-    return
-  fi
-  statuses[index]=$status
-  if [[ $status -ne 0 ]]; then
-    if [[ $exit_status -eq 0 ]]; then
-      exit_status=$status
-    fi
-    stop_workers "worker $index exited with status $status"
-  elif [[ -n $eval_pid && -z $eval_status && $stopping == 0 ]] && ! workers_running; then
-    echo "local_cluster: every worker is done; waiting for the evaluator to evaluate the final checkpoint (tail -f $eval_log)"
+    echo "workers"
   fi
 }
 
 workers_running() {
   local pid
   for pid in "${!running[@]}"; do
-    [[ ${running[$pid]} == evaluator ]] || return 0
+    [[ ${running[$pid]} == "$eval_index" ]] || return 0
   done
   return 1
 }
 
-grace_over() {
-  timer_pid=""
-  echo "local_cluster: grace period of ${grace}s is over" >&2
-  kill_workers
-}
-
-# bash drops a job killed by a signal from its job table once it has reported it, and
-# `wait -n` then fails with 127 for it; plain `wait PID` still returns its saved status.
-collect_vanished() {
-  local pid status
-  for pid in "${!running[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      if wait "$pid" 2>/dev/null; then status=0; else status=$?; fi
-      record_exit "$pid" "$status"
+on_process_exit() {
+  local index=$1 status=$2
+  if [[ $index == "$eval_index" ]]; then
+    # The evaluator's end, failed or not, never stops the workers.
+    if [[ $status -ne 0 && $stopping == 0 ]]; then
+      echo "local_cluster: the evaluator exited with status $status; the workers go on (log ${logs[index]})" >&2
     fi
-  done
-  if [[ -n $timer_pid ]] && ! kill -0 "$timer_pid" 2>/dev/null; then
-    wait "$timer_pid" 2>/dev/null || true
-    grace_over
+    return
   fi
-}
-
-while [[ ${#running[@]} -gt 0 ]]; do
-  finished=""
-  if wait -n -p finished "${!running[@]}" ${timer_pid:+"$timer_pid"} 2>/dev/null; then
-    status=0
-  else
-    status=$?
-  fi
-  if [[ -n ${finished:-} && $finished == "$timer_pid" ]]; then
-    grace_over
-  elif [[ -n ${finished:-} ]]; then
-    record_exit "$finished" "$status"
-  elif [[ $status -eq 127 ]]; then
-    before=${#running[@]}
-    collect_vanished
-    if [[ ${#running[@]} -eq $before ]]; then
-      sleep 0.1  # nothing collected: do not spin
+  if [[ $status -ne 0 ]]; then
+    if [[ $exit_status -eq 0 ]]; then
+      exit_status=$status
     fi
+    stop_all "worker $index exited with status $status"
+  elif [[ -n $eval_index && -z ${statuses[eval_index]} && $stopping == 0 ]] && ! workers_running; then
+    echo "local_cluster: every worker is done; waiting for the evaluator to evaluate the final checkpoint" \
+      "(tail -f ${logs[eval_index]})"
   fi
-  # Otherwise a trapped signal interrupted `wait`, and the trap has already acted.
-done
-
-if [[ -n $timer_pid ]]; then
-  kill "$timer_pid" 2>/dev/null || true
-  wait "$timer_pid" 2>/dev/null || true
-  timer_pid=""
-fi
-
-describe() {
-  case "$1" in
-    0) echo "ok" ;;
-    2) echo "user error: bad flag, config or data" ;;
-    137) echo "killed by SIGKILL" ;;
-    143) echo "stopped by SIGTERM (preempted): rerun the same command to resume" ;;
-    *) echo "failed" ;;
-  esac
 }
 
+handle_signals
+echo "local_cluster: $num_workers worker(s) at 127.0.0.1 ports ${ports[*]:0:$num_workers}; logs in $log_dir"
+# env_for TF_CONFIG: the environment of a worker or the evaluator, into `env_vars`.
+env_for() {
+  env_vars=("TF_CONFIG=$1" PYTHONUNBUFFERED=1)
+  if [[ -n $threads ]]; then
+    env_vars+=("TF_NUM_INTRAOP_THREADS=$threads" "TF_NUM_INTEROP_THREADS=$threads")
+  fi
+}
 for ((i = 0; i < num_workers; i++)); do
-  printf 'local_cluster: worker %d pid %s 127.0.0.1:%s exit %s (%s) log %s\n' \
-    "$i" "${pids[$i]}" "${ports[$i]}" "${statuses[$i]}" "$(describe "${statuses[$i]}")" "${logs[$i]}"
+  tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"worker\", \"index\": $i}}"
+  env_for "$tf_config"
+  pin_cmd=()
+  if [[ $pin == 1 ]]; then
+    pin_cmd=(taskset -c "${cpus[$i]}")
+  fi
+  log="$log_dir/worker-$i.log"
+  printf '=== %s local_cluster worker %d TF_CONFIG=%s\n' "$(date -Is)" "$i" "$tf_config" >>"$log"
+  start_process "worker $i" "$log" "127.0.0.1:${ports[$i]}" env "${env_vars[@]}" "${pin_cmd[@]}" "${worker_cmd[@]}"
+  echo "local_cluster: worker $i pid ${pids[i]} 127.0.0.1:${ports[$i]}${pin_cmd[*]:+ on CPU ${cpus[$i]}}"
 done
-if [[ -n $eval_pid ]]; then
-  printf 'local_cluster: evaluator pid %s exit %s (%s) log %s\n' \
-    "$eval_pid" "$eval_status" "$(describe "$eval_status")" "$eval_log"
+if [[ $evaluator == 1 ]]; then
+  tf_config="{\"cluster\": $cluster_json, \"task\": {\"type\": \"evaluator\", \"index\": 0}}"
+  env_for "$tf_config"
+  pin_cmd=()
+  if [[ $pin == 1 ]]; then
+    eval_cpus=$(IFS=,; echo "${cpus[*]:$num_workers}")
+    pin_cmd=(taskset -c "$eval_cpus")
+  fi
+  log="$log_dir/evaluator.log"
+  printf '=== %s local_cluster evaluator TF_CONFIG=%s\n' "$(date -Is)" "$tf_config" >>"$log"
+  eval_index=$num_workers
+  # Appended last: trainer.main takes the last --mode, whatever the trainer flags say.
+  start_process evaluator "$log" "" env "${env_vars[@]}" "${pin_cmd[@]}" "${worker_cmd[@]}" --mode=continuous_eval
+  echo "local_cluster: evaluator pid ${pids[eval_index]} (--mode=continuous_eval)${pin_cmd[*]:+ on CPU $eval_cpus}" \
+    "log $log"
+fi
+echo "local_cluster: follow the chief with: tail -f $log_dir/worker-0.log"
+
+supervise
+print_summary
+if [[ -n $eval_index ]]; then
+  eval_status=${statuses[eval_index]}
   if [[ $exit_status -eq 0 && $eval_status -ne 0 ]]; then
     echo "local_cluster: the workers succeeded but the evaluator failed: exiting with its status, $eval_status" >&2
     exit_status=$eval_status

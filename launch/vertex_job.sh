@@ -128,17 +128,13 @@ Add --dry-run to see the spec and the commands first.
 USAGE
 }
 
-die_usage() {
-  echo "vertex_job.sh: $*" >&2
-  echo "Run launch/vertex_job.sh --help for usage." >&2
-  exit 2
-}
+tag=vertex_job
+# No `dirname`: a --dry-run must work on a PATH without coreutils.
+launch_dir=${BASH_SOURCE[0]%/*}
+[[ $launch_dir == "${BASH_SOURCE[0]}" ]] && launch_dir=.
+# shellcheck source=launch/lib/common.sh
+source "$launch_dir/lib/common.sh"
 
-positive_int_re='^[1-9][0-9]*$'
-non_negative_int_re='^(0|[1-9][0-9]*)$'
-# Words that need no shell quoting (and no JSON escaping).
-plain_word_re='^[A-Za-z0-9_@%+=:,./-]+$'
-option_eq_re='^(--[A-Za-z][A-Za-z0-9_.-]*=)'
 # A bucket name, then an optional object path without blanks.
 gs_path_re='^gs://[a-z0-9][-a-z0-9_.]*(/[^[:space:]]*)?$'
 job_re='^([0-9]+|projects/[^/[:space:]]+/locations/[^/[:space:]]+/customJobs/[0-9]+)$'
@@ -310,35 +306,6 @@ if [[ $subcommand == submit ]]; then
 fi
 
 # --- helpers ----------------------------------------------------------------------------
-quote() {
-  if [[ $1 =~ $plain_word_re ]]; then
-    printf '%s' "$1"
-  elif [[ $1 =~ $option_eq_re ]]; then
-    printf '%s' "${BASH_REMATCH[1]}"
-    quote "${1#"${BASH_REMATCH[1]}"}"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-quote_words() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
-}
-
-# Dry run: the command on stdout, as a shell would need it. Real run: echoed to stderr, then run.
-run() {
-  if [[ $dry_run == 1 ]]; then
-    printf '%s\n' "$(quote_words "$@")"
-  else
-    printf '+ %s\n' "$(quote_words "$@")" >&2
-    "$@"
-  fi
-}
-
 # A JSON string. Control characters were refused above; the rest of UTF-8 goes in as it is.
 json_string() {
   local s=$1 bs=\\ dq=\"
@@ -412,10 +379,7 @@ if [[ -n $project ]]; then
   scope+=(--project="$project")
 fi
 
-if [[ $dry_run == 0 ]] && ! command -v gcloud >/dev/null 2>&1; then
-  echo "vertex_job.sh: gcloud not found; install the Google Cloud CLI (or use --dry-run)" >&2
-  exit 1
-fi
+require_gcloud
 
 print_next_steps() {  # print_next_steps JOB_NAME
   local id=${1##*/} where
