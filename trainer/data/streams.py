@@ -38,6 +38,9 @@ from trainer.data.examples import LIST_SEPARATOR, DataError, Examples
 from trainer.data.tables import Columns
 
 STREAM_FORMATS = ("csv", "jsonl", "tfrecord")
+# CsvDataset's default is 4 MiB per open file (twice over when gzipped); the label sample opens every
+# shard at once, so a corpus of large shards would cost hundreds of MB.
+_CSV_BUFFER_BYTES = 1 << 18
 # Above this many bytes a single local csv/jsonl file is streamed rather than read into memory.
 IN_MEMORY_LIMIT_BYTES = 256 << 20
 _SPLIT_BUCKETS = 1 << 20
@@ -233,7 +236,12 @@ class StreamSource:
         if self.format == "csv":
             selected = sorted({self.header.index(column) for column in self._wanted()})
             records = tf.data.experimental.CsvDataset(
-                name, [""] * len(selected), header=True, compression_type=self.compression, select_cols=selected
+                name,
+                [""] * len(selected),
+                header=True,
+                compression_type=self.compression,
+                buffer_size=_CSV_BUFFER_BYTES,
+                select_cols=selected,
             ).map(lambda *fields: dict(zip([self.header[i] for i in selected], fields)))
         elif self.format == "jsonl":
             records = (
