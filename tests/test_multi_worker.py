@@ -110,11 +110,14 @@ def wait_for(predicate, process: subprocess.Popen, what: str, timeout: float = T
 def test_two_workers_end_with_identical_weights_equal_to_a_mirrored_run(tmp_path, vocab_path, imdb_dir):
     flags = ("--config.train.steps=30", "--config.train.eval_every_steps=15", "--config.train.keep_checkpoints=5")
     ring = "--config.distribute.communication=ring"
-    cluster = run_cluster(2, tmp_path / "cluster", vocab_path, imdb_dir, *flags, ring)
+    # Packs change how the gradients travel, not their sums: the weights still equal the mirrored run's.
+    packs = "--config.distribute.bytes_per_pack=4096"
+    cluster = run_cluster(2, tmp_path / "cluster", vocab_path, imdb_dir, *flags, ring, packs)
     assert cluster.returncode == 0, cluster.stdout + cluster.stderr + worker_log(tmp_path / "cluster", 0)[-3000:]
     logs = [worker_log(tmp_path / "cluster", i) for i in range(2)]
     assert '"worker": ["127.0.0.1:' in logs[0] and "this is worker 0 (chief); 2 replica(s) in sync" in logs[0]
     assert "ring all-reduce" in logs[0]
+    assert "Gradient all-reduce: float32 on the wire, in packs of about 4,096 bytes." in logs[0]
     assert "this is worker 1 (not chief)" in logs[1]
     assert "global batch 8 = 4 per replica x 2 replicas" in logs[0]
     digests = [re.search(r"Weights digest at step 30: (\w+)", log).group(1) for log in logs]

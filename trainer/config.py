@@ -36,6 +36,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 JIT_COMPILE = ("auto", "true", "false")
 NAN_POLICIES = ("stop", "skip")
 COMMUNICATIONS = ("auto", "ring", "nccl")
+ALLREDUCE_DTYPES = ("float32", "bfloat16")
 LR_SCALINGS = ("none", "linear")
 BEST_MODES = ("auto", "max", "min")
 
@@ -248,6 +249,18 @@ class DistributeConfig:
         "auto",
         "Cross-worker all-reduce of MultiWorkerMirroredStrategy: ring (gRPC), nccl (GPUs), auto.",
         choices=COMMUNICATIONS,
+    )
+    allreduce_dtype: str = option(
+        "float32",
+        "Dtype of the gradients in the all-reduce: bfloat16 sends half the bytes (the sum keeps 8 bits of "
+        "mantissa; the loss and the weights stay float32).",
+        choices=ALLREDUCE_DTYPES,
+    )
+    bytes_per_pack: int = option(
+        0,
+        "Send the gradients in packs of about this many bytes, the last layers' first, so that packs travel "
+        "while the backward pass still runs (multi_worker_mirrored; 0: one pack).",
+        AT_LEAST_ZERO,
     )
     lr_scaling: str = option(
         "none", "none: train.learning_rate as given; linear: times the number of replicas.", choices=LR_SCALINGS

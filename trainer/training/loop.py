@@ -132,6 +132,8 @@ class Trainer:
             config.clip_norm,
             self.jit_compile,
             self.averages,
+            tf.dtypes.as_dtype(distribute.allreduce_dtype),
+            distribute.bytes_per_pack,
         )
         self.profiler = StepProfiler(profile_steps, run_dir.summaries_path(TRAIN_SUMMARIES), run_dir.is_chief)
         self._stop_requested = False
