@@ -264,3 +264,33 @@ def format_scaling(records: list[dict]) -> str:
         cells = [r["mode"], str(r["seq_length"]), str(r["gpus"]), str(r["batch_size"]), _rate(r["headline"])]
         lines.append(_row([*cells, _rate(per_gpu), efficiency, _rss(r)], 8))
     return "\n".join(lines) + "\n"
+
+
+# One H200, measured by the second speed issue's author: Hugging Face transformers on PyTorch 2.11, bf16
+# autocast, fused AdamW, SDPA attention, random weights. (model, seq_length, batch) -> examples/s eager
+# and with torch.compile (None: not given).
+H200_PEER = {
+    ("MiniLM-L6-H384", 128, 256): (13245.0, 17334.0),
+    ("BERT-base", 128, 256): (4101.0, 5154.0),
+    ("BERT-base", 512, 32): (795.0, 1014.0),
+    ("BERT-large", 128, 256): (1459.0, None),
+}
+
+
+def format_peer_reference(records: list[dict], model: str) -> str:
+    """The H200 peer's figures beside this run's best 1-GPU rate for the same model, length and batch."""
+    lines = [
+        "| model | seq_length | batch | H200 peer (examples/s) | with torch.compile | ours, 1 GPU, best mode | "
+        "ours / peer's best |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (name, seq_length, batch), (eager, compiled) in H200_PEER.items():
+        ours = _best(_ok(records, gpus=1, seq_length=seq_length, batch_size=batch)) if name == model else None
+        peer = max(eager, compiled or 0.0)
+        cells = [name, str(seq_length), str(batch), _rate(eager), _rate(compiled)]
+        if ours is None:
+            cells += ["not run", "-"]
+        else:
+            cells += [f"{_rate(ours['headline'])} ({ours['mode']})", _ratio(ours["headline"] / peer)]
+        lines.append(_row(cells, 7))
+    return "\n".join(lines) + "\n"

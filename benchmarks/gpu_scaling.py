@@ -45,6 +45,13 @@ flags.DEFINE_string("reviews", None, "A reviews JSONL to use instead of sampling
 flags.DEFINE_integer("sample_size", 8192, "Reviews sampled from --archive.")
 flags.DEFINE_integer("seed", 42, "Seed of the sample.")
 flags.DEFINE_multi_string("override", [], "Config overrides key=value passed to trainer_bench.py.")
+flags.DEFINE_enum(
+    "model_name",
+    "MiniLM-L6-H384",
+    sorted({name for name, _, _ in bench_report.H200_PEER}),
+    "The model the run trains (the default config's, or what --override makes of it): the H200 reference "
+    "rows of the report compare this model only.",
+)
 flags.DEFINE_string("results_dir", os.path.join(_HERE, "results"), "Where the report, records and logs go.")
 flags.DEFINE_integer("timeout_seconds", 3600, "A single measurement running longer fails.")
 flags.DEFINE_bool("dry_run", False, "Print the measurements and their commands; run nothing.")
@@ -165,7 +172,11 @@ def main(argv: Sequence[str]) -> None:
                 logging.info("[%d/%d] %.1f examples/s", index, len(plan), record["headline"])
             records.append(record)
     bench_common.write_jsonl(os.path.join(FLAGS.results_dir, f"{stamp}.jsonl"), records)
-    report = f"## GPU scaling ({stamp})\n\n{bench_report.format_scaling(records)}"
+    report = (
+        f"## GPU scaling ({stamp})\n\n{bench_report.format_scaling(records)}\n"
+        f"### Against one H200 running Hugging Face transformers on PyTorch (reference figures)\n\n"
+        f"{bench_report.format_peer_reference(records, FLAGS.model_name)}"
+    )
     with open(os.path.join(FLAGS.results_dir, f"{stamp}.md"), "w", encoding="utf-8") as f:
         f.write(report)
     sys.stdout.write(report)

@@ -196,6 +196,20 @@ def test_gpu_scaling_table():
     assert table[5].startswith("| bf16_xla | 128 | 8 | failed: timed out \\| after 3600 s |")
 
 
+def test_gpu_scaling_sets_the_best_1_gpu_rate_beside_the_h200_reference():
+    records = [
+        {"mode": mode, "seq_length": 128, "gpus": gpus, "batch_size": 256 * gpus, "headline": rate}
+        for mode, gpus, rate in (("fp16", 1, 6000.0), ("bf16_xla", 1, 8667.0), ("bf16_xla", 2, 16000.0))
+    ]
+    records.append({"mode": "fp16_xla", "seq_length": 128, "gpus": 1, "batch_size": 256, "error": "out of memory"})
+    table = bench_report.format_peer_reference(records, "MiniLM-L6-H384").splitlines()
+    assert table[2] == "| MiniLM-L6-H384 | 128 | 256 | 13245.0 | 17334.0 | 8667.0 (bf16_xla) | 0.50x |"
+    assert table[3] == "| BERT-base | 128 | 256 | 4101.0 | 5154.0 | not run | - |"
+    assert table[5] == "| BERT-large | 128 | 256 | 1459.0 | - | not run | - |"
+    # The same rates labelled as another model match none of the MiniLM row.
+    assert "not run" in bench_report.format_peer_reference(records, "BERT-base").splitlines()[2]
+
+
 def test_gpu_scaling_without_gpu_fails_with_a_clear_message():
     # Hidden GPUs: the same outcome on a machine that has some.
     env = {**subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}
