@@ -138,9 +138,10 @@ def all_reduce_gradients(
     first, so that under a graph that is not one XLA cluster a pack can travel while the backward pass
     of the layers below it still runs (MultiWorkerMirroredStrategy; other cross-device ops ignore it).
     """
-    sent = [tf.cast(g, wire_dtype) if g.dtype != wire_dtype else g for g in gradients]
+    # tf.cast hands back a tensor already of the dtype unchanged: float32 on the wire costs nothing.
+    sent = [tf.cast(g, wire_dtype) for g in gradients]
     reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, sent, options=options)
-    return [tf.cast(r, g.dtype) if r.dtype != g.dtype else r for r, g in zip(reduced, gradients, strict=True)]
+    return [tf.cast(r, g.dtype) for r, g in zip(reduced, gradients, strict=True)]
 
 
 def build_eval_step(
