@@ -107,23 +107,37 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _run_on_cores(name: str, work: str, commands: list[list[str]], envs: list[dict], timeout: float | None) -> None:
+    """Runs commands[i] pinned to core i, all at once, logging to work/<name>-<i>.log; raises on a failure."""
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for core, (command, env) in enumerate(zip(commands, envs, strict=True)):
+            log = stack.enter_context(open(os.path.join(work, f"{name}-{core}.log"), "w"))
+            pinned = ["taskset", "-c", str(core), *command]
+            processes.append(subprocess.Popen(pinned, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        for core, process in enumerate(processes):
+            if process.wait(timeout=timeout):
+                raise RuntimeError(f"{name} process {core} failed; see {work}/{name}-{core}.log")
+
+
 def _allreduce_seconds(shapes_path: str, work: str, dtype: str, bytes_per_pack: int) -> float:
     """Median seconds of one all-reduce of the model's gradients between two pinned 1-thread workers."""
     hosts = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     name = f"allreduce-{dtype}-{bytes_per_pack}"
-    with contextlib.ExitStack() as stack:
-        processes = []
-        for index in range(2):
-            env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
-            command = ["taskset", "-c", str(index), sys.executable, os.path.abspath(__file__)]
-            command += [f"--allreduce_shapes={shapes_path}", f"--allreduce_repeats={FLAGS.allreduce_repeats}"]
-            command += [f"--allreduce_dtype={dtype}", f"--allreduce_pack={bytes_per_pack}"]
-            log = stack.enter_context(open(os.path.join(work, f"{name}-{index}.log"), "w"))
-            processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-        for index, process in enumerate(processes):
-            if process.wait(timeout=600):
-                raise RuntimeError(f"all-reduce worker {index} failed; see {work}/{name}-{index}.log")
+    command = [sys.executable, os.path.abspath(__file__), f"--allreduce_shapes={shapes_path}"]
+    command += [f"--allreduce_repeats={FLAGS.allreduce_repeats}"]
+    command += [f"--allreduce_dtype={dtype}", f"--allreduce_pack={bytes_per_pack}"]
+    envs = [
+        dict(
+            os.environ,
+            TF_NUM_INTRAOP_THREADS="1",
+            TF_NUM_INTEROP_THREADS="1",
+            TF_CPP_MIN_LOG_LEVEL="2",
+            TF_CONFIG=json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
+        )
+        for index in range(2)
+    ]
+    _run_on_cores(name, work, [command, command], envs, timeout=600)
     with open(os.path.join(work, f"{name}-0.log")) as log:
         lines = [line for line in log if line.startswith("{")]
     return json.loads(lines[-1])["median_seconds"]
@@ -169,23 +183,9 @@ def _compute_alone_rate(work: str) -> float:
     """examples/s of two independent 1-thread processes (cores 0 and 1) training 16 examples a step each."""
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
     model_dirs = [os.path.join(work, f"compute_alone_{core}") for core in range(2)]
-    with contextlib.ExitStack() as stack:
-        processes = []
-        for core, model_dir in enumerate(model_dirs):
-            command = ["taskset", "-c", str(core), sys.executable, "-m", "trainer.main", "--strategy=mirrored"]
-            log = stack.enter_context(open(os.path.join(work, f"compute_alone_{core}.log"), "w"))
-            processes.append(
-                subprocess.Popen(
-                    command + _trainer_flags(model_dir, _BATCH // 2),
-                    env=env,
-                    cwd=REPO,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        for core, process in enumerate(processes):
-            if process.wait():
-                raise RuntimeError(f"compute-alone process {core} failed; see {work}/compute_alone_{core}.log")
+    trainer = [sys.executable, "-m", "trainer.main", "--strategy=mirrored"]
+    commands = [trainer + _trainer_flags(model_dir, _BATCH // 2) for model_dir in model_dirs]
+    _run_on_cores("compute_alone", work, commands, [env, env], timeout=None)
     # Each did half of a 2-worker step's work; their slower one sets the pace.
     return 2 * min(_median_rate(model_dir) for model_dir in model_dirs)
 
