@@ -13,10 +13,9 @@ or the value of `data.id_column`. The train/validation split hashes the key
 every restart agree on it without reading the data first; `data.validation_path`
 names separate validation files instead.
 
-Records come out as string tensors {key, text, text_pair, label}, texts
-repaired like the in-memory sources repair them (invalid UTF-8 replaced,
-markup-only texts dropped, runaway texts cut to both ends); the task turns
-the label strings into targets (Task.label_encoder).
+Records come out as string tensors {key, text, text_pair, label}, texts repaired like the
+in-memory sources repair them (invalid UTF-8 replaced, markup-only texts dropped, runaway
+texts cut to both ends); the task turns the label strings into targets (Task.label_encoder).
 """
 
 import csv
@@ -365,20 +364,15 @@ class Stream:
         )
         return cleaned.filter(lambda record: record["keep"])
 
-    def first_unreadable(self) -> tuple[str, str] | None:
-        """(file, error) of the first file that cannot be read to its end, after a read failed mid-run."""
+    def failed_shard(self, error: tf.errors.OpError) -> str:
+        """Which shard a read `error` came from and why, found by reading each file to its end."""
         for name in self.files:
             try:
                 for _ in self.source.read_file(tf.constant(name)):
                     pass
             except tf.errors.OpError as e:
-                return name, _reason(e)
-        return None
-
-    def failed_shard(self, error: tf.errors.OpError) -> str:
-        """Which shard a read `error` came from and why, found by reading each file to its end."""
-        culprit = self.first_unreadable()
-        return f"{culprit[0]} is unreadable ({culprit[1]})" if culprit else f"a shard failed ({_reason(error)})"
+                return f"{name} is unreadable ({_reason(e)})"
+        return f"a shard failed ({_reason(error)})"
 
     def sample(self, count: int) -> Examples:
         """The first `count` kept records, taken round-robin over all files: what the task learns the label
