@@ -1,5 +1,6 @@
 """Mixed precision, XLA and length bucketing change speed, not what the model learns."""
 
+import logging
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ import tf_keras
 from trainer import experiment
 from trainer.tasks.base import Task
 from trainer.tasks.registry import build_task
+from trainer.training import precision as precision_lib
 
 from conftest import check_ok, read_scalars, run_trainer
 
@@ -89,6 +91,38 @@ def test_mixed_bfloat16_computes_matmuls_in_bfloat16_and_keeps_float32_where_it_
     hidden = model.encoder.embeddings(features["input_word_ids"], features["input_type_ids"])
     assert model.encoder.embeddings.layer_norm.compute_dtype == "float32" and hidden.dtype == tf.bfloat16
     assert block(hidden, features["input_mask"]).dtype == tf.bfloat16
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, expected",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n", False),  # an AVX2-only AMD EPYC
+        ("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n", True),  # Cooper Lake and later Xeons
+        ("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n", True),  # Sapphire Rapids
+        ("processor\t: 0\nBogoMIPS\t: 50.00\n", None),  # no flags line (an ARM kernel)
+    ],
+)
+def test_cpu_bfloat16_support_is_read_from_the_cpu_flags(tmp_path, cpuinfo, expected):
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert precision_lib.cpu_has_bfloat16(str(path)) is expected
+    assert precision_lib.cpu_has_bfloat16(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("native", [False, True, None])
+def test_mixed_bfloat16_warns_only_on_a_cpu_known_to_emulate_it(monkeypatch, caplog, float32_policy, native):
+    monkeypatch.setattr(precision_lib, "cpu_has_bfloat16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        precision_lib.set_policy("mixed_bfloat16")
+        precision_lib.set_policy("float32")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert tf_keras.mixed_precision.global_policy().name == "float32"
+    if native is False:
+        assert len(warnings) == 1, warnings
+        assert "--config.train.precision=mixed_bfloat16" in warnings[0]
+        assert "--config.train.precision=float32" in warnings[0]
+    else:
+        assert warnings == []
 
 
 def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(
