@@ -162,5 +162,6 @@ def inference_gelu(x: tf.Tensor, approximate: bool) -> tf.Tensor:
 
 
 def inference_softmax(scores: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Attention weights in the compute dtype (oneDNN's softmax accumulates in float32)."""
+    """Attention weights in the compute dtype (oneDNN's softmax accumulates in float32; on CPUs without
+    bfloat16 arithmetic TensorFlow's own kernel rounds its sum to bfloat16, a few units of 2**-8)."""
     return tf.nn.softmax(scores + _key_padding_bias(mask, scores.dtype), axis=-1)
