@@ -9,7 +9,7 @@ whether to scale.
 
 bfloat16 is fast only where the hardware computes in it: CPUs with AVX-512
 BF16 or AMX, Ampere and later GPUs. Elsewhere the matmuls are emulated and run
-slower than float32 (5.2 against 6.7 examples/s on an AVX2-only AMD EPYC,
+slower than float32 (7.1 against 9.7 examples/s on an AVX2-only AMD EPYC,
 BENCHMARKS.md), so the run says so at its start.
 """
 
