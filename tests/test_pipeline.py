@@ -152,6 +152,26 @@ def test_eval_pipeline_pads_with_zero_weight_and_cuts_to_the_planned_length():
     assert [len(b) for b in batches] == [4, 4, 4, 1]
 
 
+def test_distributed_pipelines_run_without_the_autotuning_thread():
+    """Deleting a distributed iterator waits for tf.data's autotuning thread, whose sleep grows to a minute
+    as the iterator ages (BENCHMARKS.md): every pipeline the strategy builds has autotuning off and yields
+    the batches the plan's pipeline yields."""
+    data = examples(13)
+    plan = batching.eval_plan(np.full(13, 5), 4, np.array([8, 16]))
+    make = pipeline.dataset_fn(data.texts, data.labels.astype(np.float32), plan, identity_tokenizer)
+    built = []
+
+    class RecordingStrategy:
+        def distribute_datasets_from_function(self, fn):
+            built.append(fn(context()))
+            return built[-1]
+
+    pipeline.distribute(RecordingStrategy(), make)
+    assert make(context()).options().autotune.enabled is None  # TensorFlow's default: on
+    assert built[0].options().autotune.enabled is False
+    assert consumed(built[0]) == consumed(make(context())) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
+
+
 def test_token_lengths_match_the_tokenizer(vocab_path):
     from trainer.models.bert.tokenizer import WordPieceTokenizer
 

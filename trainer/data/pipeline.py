@@ -35,6 +35,23 @@ def token_lengths(texts: np.ndarray, tokenizer, text_pairs: np.ndarray | None = 
     return np.concatenate([np.zeros(0, np.int32), *dataset.as_numpy_iterator()])
 
 
+def distribute(strategy: tf.distribute.Strategy, make: DatasetFn) -> tf.distribute.DistributedDataset:
+    """`strategy.distribute_datasets_from_function(make)`, every pipeline without tf.data's autotuning thread.
+
+    Deleting a distributed iterator (after every evaluation pass, at the end of training) waits for that
+    thread to wake from a sleep that grows to a minute as the iterator ages: evaluation passes stalled
+    20-50 s with the CPU idle (BENCHMARKS.md). Without it, parallel maps run as many calls as the host
+    has cores and prefetch buffers grow on demand, which keeps the model fed here.
+    """
+
+    def make_without_autotune(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return make(context).with_options(options)
+
+    return strategy.distribute_datasets_from_function(make_without_autotune)
+
+
 def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tuple[np.ndarray, np.ndarray]:
     """This pipeline's per-replica batches: indices [batches * local replicas, per replica] and lengths.
 
