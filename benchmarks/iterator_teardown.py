@@ -6,10 +6,11 @@ r"""How long deleting a distributed tf.data iterator takes after it has lived a 
 The trainer deletes a distributed iterator after every evaluation pass and at
 the end of training. For each lifetime, an iterator over a cheap pipeline
 (a parallel map and a prefetch, both AUTOTUNE) is read slowly for that long
-through MirroredStrategy and then deleted, twice: as
+through MirroredStrategy and then deleted. It is built two ways: as
 `strategy.distribute_datasets_from_function` builds it with TensorFlow's
-defaults, and as the trainer builds it (`trainer.data.pipeline.distribute`).
-The CPU stays nearly idle throughout, so the figures do not depend on load.
+defaults, and as the trainer builds it
+(`trainer.data.pipeline.distribute`: batches in host memory). The CPU stays
+nearly idle throughout, so the figures do not depend on load.
 A wait ends when a sleeping thread wakes, so it varies from one iterator to
 the next: each lifetime is measured --repeats times and every figure shown.
 """
