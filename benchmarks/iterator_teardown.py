@@ -9,7 +9,7 @@ the end of training. For each lifetime, an iterator over a cheap pipeline
 through MirroredStrategy and then deleted. It is built two ways: as
 `strategy.distribute_datasets_from_function` builds it with TensorFlow's
 defaults, and as the trainer builds it
-(`trainer.data.pipeline.distribute`: batches in host memory). The CPU stays
+(`trainer.data.pipeline.distribute`: no autotuning, batches in host memory). The CPU stays
 nearly idle throughout, so the figures do not depend on load.
 A wait ends when a sleeping thread wakes, so it varies from one iterator to
 the next: each lifetime is measured --repeats times and every figure shown.

@@ -36,16 +36,23 @@ def token_lengths(texts: np.ndarray, tokenizer, text_pairs: np.ndarray | None = 
 
 
 def distribute(strategy: tf.distribute.Strategy, make: DatasetFn) -> tf.distribute.DistributedDataset:
-    """`strategy.distribute_datasets_from_function(make)`, its batches kept in host memory.
+    """`strategy.distribute_datasets_from_function(make)` with no tf.data autotuning thread anywhere.
 
-    With fetching to the devices on (TensorFlow's default), the iterator is a multi-device iterator whose
-    deletion (after every evaluation pass, at the end of training) waits for tf.data's autotuning thread
-    to wake from a sleep that grows to a minute as the iterator ages: passes stalled 20-50 s with the CPU
-    idle (BENCHMARKS.md). A batch here is token ids, kilobytes per replica, which each step copies to its
-    device itself.
+    Deleting a distributed iterator (after every evaluation pass, at the end of training) could wait for
+    an autotuning thread to wake from a sleep that grows to a minute as the iterator ages: passes stalled
+    20-50 s with the CPU idle (BENCHMARKS.md). Such threads run in each pipeline and, with fetching to
+    the devices on, in the multi-device iterator's own per-device datasets; both are turned off. A batch
+    here is token ids, kilobytes per replica, which each step copies to its device itself, and parallel
+    maps run as many calls as the host has cores.
     """
+
+    def make_without_autotune(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return make(context).with_options(options)
+
     host_memory = tf.distribute.InputOptions(experimental_fetch_to_device=False)
-    return strategy.distribute_datasets_from_function(make, host_memory)
+    return strategy.distribute_datasets_from_function(make_without_autotune, host_memory)
 
 
 def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tuple[np.ndarray, np.ndarray]:
