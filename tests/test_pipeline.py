@@ -152,33 +152,6 @@ def test_eval_pipeline_pads_with_zero_weight_and_cuts_to_the_planned_length():
     assert [len(b) for b in batches] == [4, 4, 4, 1]
 
 
-def test_distributed_batches_have_no_autotuning_thread_and_follow_the_plan():
-    """Deleting a distributed iterator can wait up to a minute for a tf.data autotuning thread
-    (BENCHMARKS.md): pipelines have autotuning off, batches stay in host memory (a multi-device iterator
-    would autotune its own per-device datasets), and they are the plan's batches."""
-    data = examples(13)
-    plan = batching.eval_plan(np.full(13, 5), 4, np.array([8, 16]))
-    make = pipeline.dataset_fn(data.texts, data.labels.astype(np.float32), plan, identity_tokenizer)
-    requested = []
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
-
-    class RecordingStrategy:
-        def distribute_datasets_from_function(self, fn, options):
-            requested.append((fn(context()).options(), options))
-            return mirrored.distribute_datasets_from_function(fn, options)
-
-    distributed = pipeline.distribute(RecordingStrategy(), make)
-    assert make(context()).options().autotune.enabled is None  # TensorFlow's default: on
-    dataset_options, input_options = requested[0]
-    assert dataset_options.autotune.enabled is False
-    assert input_options.experimental_fetch_to_device is False
-    batches = [
-        [int(t.decode().split()[1]) for t, w in zip(f["text"].numpy()[:, 0], weights.numpy()) if w]
-        for f, _, weights in distributed
-    ]
-    assert batches == consumed(make(context())) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12]]
-
-
 def test_token_lengths_match_the_tokenizer(vocab_path):
     from trainer.models.bert.tokenizer import WordPieceTokenizer
 

@@ -142,4 +142,4 @@ class InputPlan:
         """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""
         labels = self.encode_labels(examples.labels, examples.ids)
         make = pipeline.dataset_fn(examples.texts, labels, plan, self.tokenizer, examples.text_pairs)
-        return pipeline.distribute(self.strategy, make)
+        return self.strategy.distribute_datasets_from_function(make)

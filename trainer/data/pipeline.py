@@ -35,26 +35,6 @@ def token_lengths(texts: np.ndarray, tokenizer, text_pairs: np.ndarray | None = 
     return np.concatenate([np.zeros(0, np.int32), *dataset.as_numpy_iterator()])
 
 
-def distribute(strategy: tf.distribute.Strategy, make: DatasetFn) -> tf.distribute.DistributedDataset:
-    """`strategy.distribute_datasets_from_function(make)` with no tf.data autotuning thread anywhere.
-
-    Deleting a distributed iterator (after every evaluation pass, at the end of training) could wait for
-    an autotuning thread to wake from a sleep that grows to a minute as the iterator ages: passes stalled
-    20-50 s with the CPU idle (BENCHMARKS.md). Such threads run in each pipeline and, with fetching to
-    the devices on, in the multi-device iterator's own per-device datasets; both are turned off. A batch
-    here is token ids, kilobytes per replica, which each step copies to its device itself, and parallel
-    maps run as many calls as the host has cores.
-    """
-
-    def make_without_autotune(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return make(context).with_options(options)
-
-    host_memory = tf.distribute.InputOptions(experimental_fetch_to_device=False)
-    return strategy.distribute_datasets_from_function(make_without_autotune, host_memory)
-
-
 def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tuple[np.ndarray, np.ndarray]:
     """This pipeline's per-replica batches: indices [batches * local replicas, per replica] and lengths.
 

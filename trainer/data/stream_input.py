@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from trainer.data import batching
 from trainer.data.input_plan import EvaluationBatches, TrainingBatches
-from trainer.data.pipeline import DatasetFn, distribute
+from trainer.data.pipeline import DatasetFn
 from trainer.data.streams import Stream
 from trainer.models.tokenizer import Tokenizer
 
@@ -68,14 +68,14 @@ class StreamInput:
         del end_step  # The stream repeats: the loop decides where it ends.
         consumed = start_step + len(skipped)
         make = self.dataset_fn(stream, global_batch_size, training=True, consumed=consumed)
-        distributed = distribute(self.strategy, make)
+        distributed = self.strategy.distribute_datasets_from_function(make)
         return TrainingBatches(iter(distributed), plan=None)
 
     def evaluation_batches(self, stream: Stream, split_name: str, global_batch_size: int) -> EvaluationBatches:
         """Every record of the split once; workers whose share ends first get empty batches meanwhile."""
         del split_name
         make = self.dataset_fn(stream, global_batch_size, training=False)
-        return EvaluationBatches(distribute(self.strategy, make), num_batches=None)
+        return EvaluationBatches(self.strategy.distribute_datasets_from_function(make), num_batches=None)
 
     def read_error(self, stream: Stream, error: tf.errors.OpError) -> str | None:
         """What a failure of the input pipeline was, naming the shard at fault; None if it was not a read."""
