@@ -1,6 +1,6 @@
 r"""How long deleting a distributed tf.data iterator takes after it has lived a while.
 
-  python benchmarks/iterator_teardown.py                          # lifetimes 10, 30, 60 s, 3 each: 35 minutes
+  python benchmarks/iterator_teardown.py                          # lifetimes 10, 30, 60 s, 3 each: 25 minutes
   python benchmarks/iterator_teardown.py --lifetimes=1 --repeats=1  # a check of the machinery
 
 The trainer deletes a distributed iterator after every evaluation pass and at
