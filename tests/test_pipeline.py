@@ -158,3 +158,35 @@ def test_token_lengths_match_the_tokenizer(vocab_path):
     tokenizer = WordPieceTokenizer(vocab_path, seq_length=6)
     data = Examples(np.array(["", "great film", "good " * 40], dtype=object), np.zeros(3, np.int32), np.zeros(3))
     assert pipeline.token_lengths(data.texts, tokenizer).tolist() == [2, 4, 6]
+
+
+def test_evaluation_passes_share_one_iterator_and_an_unfinished_pass_starts_the_next_afresh(monkeypatch):
+    """Each pass reads every example once, in plan order, from an iterator built once per split (deleting
+    one can stall for a minute); a pass left unfinished does not shift the next one."""
+    from trainer.data.input_plan import InputPlan
+
+    data = examples(13)
+    plan = InputPlan(
+        tf.distribute.get_strategy(), identity_tokenizer, lambda labels, ids: labels.astype(np.float32), 8, 1, 0
+    )
+    builds = []
+    distribute = plan.distribute
+    monkeypatch.setattr(plan, "distribute", lambda *args, **kwargs: builds.append(1) or distribute(*args, **kwargs))
+
+    def one_pass(stop_after: int | None = None) -> list[list[int]]:
+        batches = plan.evaluation_batches(data, "validation", 4)
+        assert batches.num_batches == 4
+        read = []
+        for features, _, weights in batches.batches:
+            read.append([int(t.decode().split()[1]) for t, w in zip(features["text"].numpy()[:, 0], weights) if w])
+            if len(read) == stop_after:
+                break
+        return read
+
+    first = one_pass()
+    assert sum(first, []) == list(range(13)) and [len(b) for b in first] == [4, 4, 4, 1]
+    assert one_pass() == first and len(builds) == 1
+    assert one_pass(stop_after=2) == first[:2]
+    assert one_pass() == first and one_pass() == first
+    assert len(builds) == 2
+    assert plan.evaluation_batches(data, "test", 4).num_batches == 4 and len(builds) == 3

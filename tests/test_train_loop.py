@@ -36,6 +36,10 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
     trainer.model.logit.kernel.assign(trainer.model.logit.kernel * scale)
     trainer.model.logit.bias.assign([-scale * float(tf.reduce_mean(raw))])
     results = trainer.evaluator.evaluate(data, "validation", trainer.step)
+    # The second pass reads the same iterator on: the same batches, every example once again.
+    again = trainer.evaluator.evaluate(data, "validation", trainer.step)
+    assert again["confusion_matrix"] == results["confusion_matrix"]
+    assert again["loss"] == pytest.approx(results["loss"], rel=1e-6)
 
     logits = trainer.model(tokenizer(tf.constant(data.texts.tolist())), training=False)
     probabilities = tf.sigmoid(logits).numpy()

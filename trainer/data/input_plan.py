@@ -63,6 +63,7 @@ class InputPlan:
         self.seed = seed
         self.steps_per_loop = steps_per_loop
         self._token_lengths: dict[str, np.ndarray] = {}
+        self._evaluation_iterators: dict[tuple[str, int], tuple[Iterator, int]] = {}
 
     @staticmethod
     def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -131,15 +132,35 @@ class InputPlan:
         return TrainingBatches(iter(self.distribute(examples, plan)), plan)
 
     def evaluation_batches(self, examples: Examples, split_name: str, global_batch_size: int) -> EvaluationBatches:
-        plan = self.eval_plan(examples, split_name, global_batch_size)
-        return EvaluationBatches(self.distribute(examples, plan), len(plan))
+        """One pass over the split's plan, read from an iterator that repeats the plan and outlives the pass.
+
+        Deleting a distributed iterator can wait up to a minute, with the CPU
+        idle, for tf.data's autotuning thread to wake (BENCHMARKS.md, "Evaluation
+        passes that waited with the CPU idle"), so each split keeps one. A pass
+        left unfinished drops it, and the next pass starts a new one at the
+        plan's first batch.
+        """
+        key = (split_name, global_batch_size)
+        if key not in self._evaluation_iterators:
+            plan = self.eval_plan(examples, split_name, global_batch_size)
+            self._evaluation_iterators[key] = iter(self.distribute(examples, plan, repeat=True)), len(plan)
+        return EvaluationBatches(self._one_pass(key), self._evaluation_iterators[key][1])
+
+    def _one_pass(self, key: tuple[str, int]) -> Iterator:
+        iterator, num_batches = self._evaluation_iterators.pop(key)
+        for _ in range(num_batches):
+            yield next(iterator)
+        self._evaluation_iterators[key] = iterator, num_batches
 
     def read_error(self, examples: Examples, error: tf.errors.OpError) -> None:
         """In-memory examples were read before training: a failure of their pipeline is not a read error."""
         del examples, error
 
-    def distribute(self, examples: Examples, plan: batching.BatchPlan) -> tf.distribute.DistributedDataset:
-        """The batches of `plan`, each input pipeline tokenizing only its replicas' slices."""
+    def distribute(
+        self, examples: Examples, plan: batching.BatchPlan, repeat: bool = False
+    ) -> tf.distribute.DistributedDataset:
+        """The batches of `plan` (over and over with `repeat`), each input pipeline tokenizing only its
+        replicas' slices."""
         labels = self.encode_labels(examples.labels, examples.ids)
-        make = pipeline.dataset_fn(examples.texts, labels, plan, self.tokenizer, examples.text_pairs)
+        make = pipeline.dataset_fn(examples.texts, labels, plan, self.tokenizer, examples.text_pairs, repeat)
         return self.strategy.distribute_datasets_from_function(make)

@@ -51,9 +51,15 @@ def pipeline_slice(plan: BatchPlan, context: tf.distribute.InputContext) -> tupl
 
 
 def dataset_fn(
-    texts: np.ndarray, labels: np.ndarray, plan: BatchPlan, tokenizer: Tokenizer, text_pairs: np.ndarray | None = None
+    texts: np.ndarray,
+    labels: np.ndarray,
+    plan: BatchPlan,
+    tokenizer: Tokenizer,
+    text_pairs: np.ndarray | None = None,
+    repeat: bool = False,
 ) -> DatasetFn:
-    """Batches of `plan` from `texts` (and `text_pairs`) and encoded `labels`, tokenized in parallel on the host."""
+    """Batches of `plan` from `texts` (and `text_pairs`) and encoded `labels`, tokenized in parallel on the host;
+    with `repeat`, the plan's batches again and again."""
 
     def make(context: tf.distribute.InputContext) -> tf.data.Dataset:
         indices, lengths = pipeline_slice(plan, context)
@@ -70,8 +76,9 @@ def dataset_fn(
             features = {key: value[:, :length] for key, value in features.items()}
             return features, tf.gather(all_labels, rows), tf.cast(present, tf.float32)
 
+        batches = tf.data.Dataset.from_tensor_slices((indices, lengths))
         return (
-            tf.data.Dataset.from_tensor_slices((indices, lengths))
+            (batches.repeat() if repeat else batches)
             .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )
