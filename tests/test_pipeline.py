@@ -159,6 +159,15 @@ def test_token_lengths_match_the_tokenizer(vocab_path):
     data = Examples(np.array(["", "great film", "good " * 40], dtype=object), np.zeros(3, np.int32), np.zeros(3))
     assert pipeline.token_lengths(data.texts, tokenizer).tolist() == [2, 4, 6]
 
+    # The plan computes a split's lengths once, and again for other examples under the same name.
+    from trainer.data.input_plan import InputPlan
+
+    plan = InputPlan(tf.distribute.get_strategy(), tokenizer, lambda labels, ids: labels, 16, 2, 0)
+    assert plan.token_lengths(data, "validation").tolist() == [2, 4, 6]
+    assert plan.token_lengths(data, "validation") is plan.token_lengths(data, "validation")
+    shorter = Examples(data.texts[:2], data.labels[:2], data.ids[:2])
+    assert plan.token_lengths(shorter, "validation").tolist() == [2, 4]
+
 
 def test_evaluation_passes_share_one_iterator_and_an_unfinished_pass_starts_the_next_afresh(monkeypatch):
     """Each pass reads every example once, in plan order, from an iterator built once per split (deleting
@@ -173,9 +182,8 @@ def test_evaluation_passes_share_one_iterator_and_an_unfinished_pass_starts_the_
     distribute = plan.distribute
     monkeypatch.setattr(plan, "distribute", lambda *args, **kwargs: builds.append(1) or distribute(*args, **kwargs))
 
-    def one_pass(stop_after: int | None = None) -> list[list[int]]:
-        batches = plan.evaluation_batches(data, "validation", 4)
-        assert batches.num_batches == 4
+    def one_pass(stop_after: int | None = None, split: Examples = data) -> list[list[int]]:
+        batches = plan.evaluation_batches(split, "validation", 4)
         read = []
         for features, _, weights in batches.batches:
             read.append([int(t.decode().split()[1]) for t, w in zip(features["text"].numpy()[:, 0], weights) if w])
@@ -190,3 +198,5 @@ def test_evaluation_passes_share_one_iterator_and_an_unfinished_pass_starts_the_
     assert one_pass() == first and one_pass() == first
     assert len(builds) == 2
     assert plan.evaluation_batches(data, "test", 4).num_batches == 4 and len(builds) == 3
+    # Other examples under the same split name are read, not the cached iterator's.
+    assert sum(one_pass(split=examples(6)), []) == list(range(6)) and len(builds) == 4

@@ -45,6 +45,15 @@ class EvaluationBatches:
     num_batches: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class _EvaluationIterator:
+    """A split's iterator over its evaluation plan, repeated, and the examples it reads."""
+
+    examples: Examples
+    iterator: Iterator
+    num_batches: int
+
+
 class InputPlan:
     def __init__(
         self,
@@ -62,8 +71,9 @@ class InputPlan:
         self.buckets = batching.bucket_lengths(seq_length, num_buckets)
         self.seed = seed
         self.steps_per_loop = steps_per_loop
-        self._token_lengths: dict[str, np.ndarray] = {}
-        self._evaluation_iterators: dict[tuple[str, int], tuple[Iterator, int]] = {}
+        # Keyed by split name, kept with the examples they were computed for.
+        self._token_lengths: dict[str, tuple[Examples, np.ndarray]] = {}
+        self._evaluation_iterators: dict[tuple[str, int], _EvaluationIterator] = {}
 
     @staticmethod
     def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -78,8 +88,9 @@ class InputPlan:
 
     def token_lengths(self, examples: Examples, split_name: str) -> np.ndarray:
         """Tokens each example occupies (all of seq_length without buckets); computed once per split."""
-        if split_name in self._token_lengths:
-            return self._token_lengths[split_name]
+        cached = self._token_lengths.get(split_name)
+        if cached is not None and cached[0] is examples:
+            return cached[1]
         if len(self.buckets) == 1:
             return np.full(len(examples), self.buckets[0], np.int32)
         began = time.time()
@@ -101,7 +112,7 @@ class InputPlan:
             len(examples),
             time.time() - began,
         )
-        self._token_lengths[split_name] = lengths
+        self._token_lengths[split_name] = examples, lengths
         return lengths
 
     def train_plan(
@@ -141,16 +152,18 @@ class InputPlan:
         plan's first batch.
         """
         key = (split_name, global_batch_size)
-        if key not in self._evaluation_iterators:
+        cached = self._evaluation_iterators.get(key)
+        if cached is None or cached.examples is not examples:
             plan = self.eval_plan(examples, split_name, global_batch_size)
-            self._evaluation_iterators[key] = iter(self.distribute(examples, plan, repeat=True)), len(plan)
-        return EvaluationBatches(self._one_pass(key), self._evaluation_iterators[key][1])
+            cached = _EvaluationIterator(examples, iter(self.distribute(examples, plan, repeat=True)), len(plan))
+            self._evaluation_iterators[key] = cached
+        return EvaluationBatches(self._one_pass(key), cached.num_batches)
 
     def _one_pass(self, key: tuple[str, int]) -> Iterator:
-        iterator, num_batches = self._evaluation_iterators.pop(key)
-        for _ in range(num_batches):
-            yield next(iterator)
-        self._evaluation_iterators[key] = iterator, num_batches
+        cached = self._evaluation_iterators.pop(key)
+        for _ in range(cached.num_batches):
+            yield next(cached.iterator)
+        self._evaluation_iterators[key] = cached
 
     def read_error(self, examples: Examples, error: tf.errors.OpError) -> None:
         """In-memory examples were read before training: a failure of their pipeline is not a read error."""
