@@ -208,11 +208,12 @@ def test_a_killed_worker_stops_the_job_and_a_restart_resumes_from_the_checkpoint
     killed_at = latest_step(model_dir)
     assert 20 <= killed_at < 400 and not (model_dir / "metrics.json").exists()
 
-    resumed = run_cluster(2, model_dir, vocab_path, imdb_dir, *flags)
+    # 20 more steps show the resume; the run's own 400 would only take longer.
+    resumed = run_cluster(2, model_dir, vocab_path, imdb_dir, f"--config.train.steps={killed_at + 20}", *flags[1:])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     log = worker_log(model_dir, 0)
-    assert f"resuming at step {killed_at}." in log and f"Training steps {killed_at}..400" in log
-    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 400
+    assert f"resuming at step {killed_at}." in log and f"Training steps {killed_at}..{killed_at + 20}" in log
+    assert json.loads((model_dir / "metrics.json").read_text())["step"] == killed_at + 20
 
 
 @pytest.mark.parametrize("stopped", ["worker", "chief"])
@@ -254,10 +255,10 @@ def test_a_hung_worker_is_caught_within_seconds_and_a_restart_resumes(tmp_path, 
     assert 20 <= hung_at < 600 and not (model_dir / "metrics.json").exists()
     if stopped == "worker":
         return  # Resuming is the same for both; the chief case shows it.
-    resumed = run_cluster(2, model_dir, vocab_path, imdb_dir, *flags)
+    resumed = run_cluster(2, model_dir, vocab_path, imdb_dir, f"--config.train.steps={hung_at + 20}", *flags[1:])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resuming at step {hung_at}." in worker_log(model_dir, 0)
-    assert json.loads((model_dir / "metrics.json").read_text())["step"] == 600
+    assert json.loads((model_dir / "metrics.json").read_text())["step"] == hung_at + 20
 
 
 def test_sigterm_checkpoints_and_exits_143_then_fewer_workers_resume(tmp_path, vocab_path, imdb_dir):
