@@ -25,6 +25,7 @@ from trainer.data import prepared, sources
 from trainer.data.input_plan import InputPlan
 from trainer.data.stream_input import StreamInput
 from trainer.data.streams import Stream
+from trainer.models.tokenizer import Tokenizer
 from trainer.run_dir import RunDirectory
 from trainer.serving import export as export_lib
 from trainer.serving import predict as predict_lib
@@ -168,10 +169,11 @@ def run(config: Experiment, config_values: dict) -> None:
         return
 
     data = sources.load_splits(config.data, config.seed, FLAGS.data_dir)
+    tokenizer = task.build_tokenizer()
     for split in (data.train, data.validation, data.test):
         if isinstance(split, Stream) and split.source.format == "prepared":
             where = f"{split.source.flag}={os.path.dirname(split.files[0])}"
-            prepared.check_tokenizer(split.source.tokenizer, where, task.build_tokenizer().fingerprint)
+            prepared.check_tokenizer(split.source.tokenizer, where, tokenizer.fingerprint)
     task.prepare_labels(sources.label_examples(data.train, config.data.label_sample), recorded_labels, run_dir.path)
     # Held-out labels in memory are checked now, naming the line at fault, not at their first evaluation.
     for held_out in (data.validation, data.test):
@@ -186,7 +188,7 @@ def run(config: Experiment, config_values: dict) -> None:
     validation = data.validation if sources.has_examples(data.validation) else None
     with strategy.scope():
         model = task.build_model()
-    input_plan = _input(config, task, strategy, streamed)
+    input_plan = _input(config, task, tokenizer, strategy, streamed)
     jit_compile = steps.resolve_jit_compile(config.train.jit_compile)
     evaluator = Evaluator(task, model, strategy, input_plan, run_dir, config.eval.batch_size, jit_compile)
     if FLAGS.mode == "continuous_eval":
@@ -234,7 +236,9 @@ def run(config: Experiment, config_values: dict) -> None:
     _finish(trainer, data.test if evaluate else None, results, evaluate)
 
 
-def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, streamed: bool) -> InputPlan | StreamInput:
+def _input(
+    config: Experiment, task: Task, tokenizer: Tokenizer, strategy: tf.distribute.Strategy, streamed: bool
+) -> InputPlan | StreamInput:
     """The input side: exact plans over in-memory examples, or pipelines over streamed files."""
     data_config = config.data
     if streamed:
@@ -244,7 +248,7 @@ def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, str
             service_client.check_dispatcher(data_config.service_address)
         return StreamInput(
             strategy,
-            task.build_tokenizer(),
+            tokenizer,
             task.label_encoder(),
             data_config.seq_length,
             data_config.num_buckets,
@@ -256,7 +260,7 @@ def _input(config: Experiment, task: Task, strategy: tf.distribute.Strategy, str
         )
     return InputPlan(
         strategy,
-        task.build_tokenizer(),
+        tokenizer,
         task.encode_labels,
         data_config.seq_length,
         data_config.num_buckets,
