@@ -200,3 +200,23 @@ def test_evaluation_passes_share_one_iterator_and_an_unfinished_pass_starts_the_
     assert plan.evaluation_batches(data, "test", 4).num_batches == 4 and len(builds) == 3
     # Other examples under the same split name are read, not the cached iterator's.
     assert sum(one_pass(split=examples(6)), []) == list(range(6)) and len(builds) == 4
+
+
+def test_distributed_iterators_are_held_after_their_last_batch():
+    """None is deleted while the run goes on: deleting one can wait a minute with the CPU idle."""
+    import gc
+    import weakref
+
+    from trainer.data.input_plan import InputPlan
+
+    data = examples(13)
+    plan = InputPlan(
+        tf.distribute.get_strategy(), identity_tokenizer, lambda labels, ids: labels.astype(np.float32), 8, 1, 0
+    )
+    training = weakref.ref(plan.training_batches(data, 4, 0, 3, []).iterator)
+    evaluation = plan.evaluation_batches(data, "validation", 4).batches
+    unfinished = weakref.ref(plan._evaluation_iterators["validation", 4].iterator)
+    next(evaluation)
+    del evaluation  # A pass left unfinished drops the split's iterator.
+    gc.collect()
+    assert training() is not None and unfinished() is not None

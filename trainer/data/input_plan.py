@@ -140,22 +140,22 @@ class InputPlan:
         """The batches of training steps [start_step, end_step) by the plan, skipped positions left out."""
         lengths = self.token_lengths(examples, "train")
         plan = self.train_plan(lengths, global_batch_size, start_step, end_step, skipped)
-        return TrainingBatches(iter(self.distribute(examples, plan)), plan)
+        return TrainingBatches(pipeline.hold_until_exit(iter(self.distribute(examples, plan))), plan)
 
     def evaluation_batches(self, examples: Examples, split_name: str, global_batch_size: int) -> EvaluationBatches:
         """One pass over the split's plan, read from an iterator that repeats the plan and outlives the pass.
 
-        Deleting a distributed iterator can wait up to a minute, with the CPU
-        idle, for tf.data's autotuning thread to wake (BENCHMARKS.md, "Evaluation
-        passes that waited with the CPU idle"), so each split keeps one. A pass
-        left unfinished drops it, and the next pass starts a new one at the
-        plan's first batch.
+        Distributed iterators are held until the process exits
+        (pipeline.hold_until_exit), so each split reads from one. A pass left
+        unfinished leaves it, and the next pass starts a new one at the plan's
+        first batch.
         """
         key = (split_name, global_batch_size)
         cached = self._evaluation_iterators.get(key)
         if cached is None or cached.examples is not examples:
             plan = self.eval_plan(examples, split_name, global_batch_size)
-            cached = _EvaluationIterator(examples, iter(self.distribute(examples, plan, repeat=True)), len(plan))
+            iterator = pipeline.hold_until_exit(iter(self.distribute(examples, plan, repeat=True)))
+            cached = _EvaluationIterator(examples, iterator, len(plan))
             self._evaluation_iterators[key] = cached
         return EvaluationBatches(self._one_pass(key), cached.num_batches)
 

@@ -10,7 +10,7 @@ Elements are (features, labels, weights): features padded to the batch's
 planned length, weights 0 for the padding slots of evaluation batches.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -84,3 +84,16 @@ def dataset_fn(
         )
 
     return make
+
+
+# Every distributed iterator a process builds, referenced until it exits: deleting one mid-run can wait up
+# to a minute with the CPU idle, for tf.data's autotuning thread to wake (BENCHMARKS.md, "Evaluation
+# passes that waited with the CPU idle"). A run builds one per training stretch (more after a rollback),
+# one per evaluated split, and one per pass over a streamed split.
+_HELD_ITERATORS: list[Iterator] = []
+
+
+def hold_until_exit(iterator: Iterator) -> Iterator:
+    """`iterator`, kept from deletion until the process exits."""
+    _HELD_ITERATORS.append(iterator)
+    return iterator

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from absl import logging
 import tensorflow as tf
 
-from trainer.data import batching
+from trainer.data import batching, pipeline
 from trainer.data.input_plan import EvaluationBatches, TrainingBatches
 from trainer.data.pipeline import DatasetFn
 from trainer.data.streams import Stream
@@ -69,13 +69,14 @@ class StreamInput:
         consumed = start_step + len(skipped)
         make = self.dataset_fn(stream, global_batch_size, training=True, consumed=consumed)
         distributed = self.strategy.distribute_datasets_from_function(make)
-        return TrainingBatches(iter(distributed), plan=None)
+        return TrainingBatches(pipeline.hold_until_exit(iter(distributed)), plan=None)
 
     def evaluation_batches(self, stream: Stream, split_name: str, global_batch_size: int) -> EvaluationBatches:
         """Every record of the split once; workers whose share ends first get empty batches meanwhile."""
         del split_name
         make = self.dataset_fn(stream, global_batch_size, training=False)
-        return EvaluationBatches(self.strategy.distribute_datasets_from_function(make), num_batches=None)
+        distributed = self.strategy.distribute_datasets_from_function(make)
+        return EvaluationBatches(pipeline.hold_until_exit(iter(distributed)), num_batches=None)
 
     def read_error(self, stream: Stream, error: tf.errors.OpError) -> str | None:
         """What a failure of the input pipeline was, naming the shard at fault; None if it was not a read."""
