@@ -74,6 +74,7 @@ class InputPlan:
         # Keyed by split name, kept with the examples they were computed for.
         self._token_lengths: dict[str, tuple[Examples, np.ndarray]] = {}
         self._evaluation_iterators: dict[tuple[str, int], _EvaluationIterator] = {}
+        self._held_iterators = pipeline.HeldIterators()
 
     @staticmethod
     def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -140,13 +141,13 @@ class InputPlan:
         """The batches of training steps [start_step, end_step) by the plan, skipped positions left out."""
         lengths = self.token_lengths(examples, "train")
         plan = self.train_plan(lengths, global_batch_size, start_step, end_step, skipped)
-        return TrainingBatches(pipeline.hold_until_exit(iter(self.distribute(examples, plan))), plan)
+        return TrainingBatches(self._held_iterators.hold(iter(self.distribute(examples, plan))), plan)
 
     def evaluation_batches(self, examples: Examples, split_name: str, global_batch_size: int) -> EvaluationBatches:
         """One pass over the split's plan, read from an iterator that repeats the plan and outlives the pass.
 
-        Distributed iterators are held until the process exits
-        (pipeline.hold_until_exit), so each split reads from one. A pass left
+        Distributed iterators are held as long as the plan lives
+        (pipeline.HeldIterators), so each split reads from one. A pass left
         unfinished leaves it, and the next pass starts a new one at the plan's
         first batch.
         """
@@ -154,7 +155,7 @@ class InputPlan:
         cached = self._evaluation_iterators.get(key)
         if cached is None or cached.examples is not examples:
             plan = self.eval_plan(examples, split_name, global_batch_size)
-            iterator = pipeline.hold_until_exit(iter(self.distribute(examples, plan, repeat=True)))
+            iterator = self._held_iterators.hold(iter(self.distribute(examples, plan, repeat=True)))
             cached = _EvaluationIterator(examples, iterator, len(plan))
             self._evaluation_iterators[key] = cached
         return EvaluationBatches(self._one_pass(key), cached.num_batches)

@@ -86,14 +86,19 @@ def dataset_fn(
     return make
 
 
-# Every distributed iterator a process builds, referenced until it exits: deleting one mid-run can wait up
-# to a minute with the CPU idle, for tf.data's autotuning thread to wake (BENCHMARKS.md, "Evaluation
-# passes that waited with the CPU idle"). A run builds one per training stretch (more after a rollback),
-# one per evaluated split, and one per pass over a streamed split.
-_HELD_ITERATORS: list[Iterator] = []
+class HeldIterators:
+    """Keeps the distributed iterators of one input object referenced for as long as it lives.
 
+    Deleting a distributed iterator can wait up to a minute with the CPU idle,
+    for tf.data's autotuning thread to wake (BENCHMARKS.md, "Evaluation passes
+    that waited with the CPU idle"), so none is deleted while its run goes on.
+    A run builds one per training stretch (more after a rollback), one per
+    evaluated split, and one per pass over a streamed split.
+    """
 
-def hold_until_exit(iterator: Iterator) -> Iterator:
-    """`iterator`, kept from deletion until the process exits."""
-    _HELD_ITERATORS.append(iterator)
-    return iterator
+    def __init__(self):
+        self._held: list[Iterator] = []
+
+    def hold(self, iterator: Iterator) -> Iterator:
+        self._held.append(iterator)
+        return iterator

@@ -59,6 +59,7 @@ class StreamInput:
         self.shuffle_buffer = shuffle_buffer
         self.skip_corrupt_records = skip_corrupt_records
         self.service_address = service_address
+        self._held_iterators = pipeline.HeldIterators()
 
     def training_batches(
         self, stream: Stream, global_batch_size: int, start_step: int, end_step: int, skipped: list[int]
@@ -69,14 +70,14 @@ class StreamInput:
         consumed = start_step + len(skipped)
         make = self.dataset_fn(stream, global_batch_size, training=True, consumed=consumed)
         distributed = self.strategy.distribute_datasets_from_function(make)
-        return TrainingBatches(pipeline.hold_until_exit(iter(distributed)), plan=None)
+        return TrainingBatches(self._held_iterators.hold(iter(distributed)), plan=None)
 
     def evaluation_batches(self, stream: Stream, split_name: str, global_batch_size: int) -> EvaluationBatches:
         """Every record of the split once; workers whose share ends first get empty batches meanwhile."""
         del split_name
         make = self.dataset_fn(stream, global_batch_size, training=False)
         distributed = self.strategy.distribute_datasets_from_function(make)
-        return EvaluationBatches(pipeline.hold_until_exit(iter(distributed)), num_batches=None)
+        return EvaluationBatches(self._held_iterators.hold(iter(distributed)), num_batches=None)
 
     def read_error(self, stream: Stream, error: tf.errors.OpError) -> str | None:
         """What a failure of the input pipeline was, naming the shard at fault; None if it was not a read."""
