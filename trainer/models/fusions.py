@@ -64,9 +64,10 @@ def _recomputing_kernel(forward):
     `forward(*differentiable, *constants, **static)`: tensors it is
     differentiated by, tensors it is not (masks, seeds), Python values.
     """
-    compiled = tf.function(forward, jit_compile=True)
+    # The kernels branch only on Python values: AutoGraph's source rewrite would change nothing.
+    compiled = tf.function(forward, jit_compile=True, autograph=False)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def gradient(differentiable, constants, upstream, **static):
         with tf.GradientTape() as tape:
             tape.watch(differentiable)
@@ -103,13 +104,13 @@ def gelu(x: tf.Tensor, approximate: bool) -> tf.Tensor:
     return _gelu_kernel((x,), approximate=approximate)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _softmax_and_dropout(scores, mask, seed, rate: float) -> tuple[tf.Tensor, tf.Tensor]:
     weights = tf.nn.softmax(tf.cast(scores, tf.float32) + _key_padding_bias(mask, tf.float32), axis=-1)
     return tf.cast(_dropout(weights, seed, rate), scores.dtype), tf.cast(weights, scores.dtype)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _softmax_and_dropout_gradient(dropped, weights, upstream, rate: float) -> tf.Tensor:
     # Kept entries are exactly the nonzero ones of `dropped` (where weights > 0; elsewhere
     # the weight zeroes the gradient anyway), so the mask need not be stored or redrawn.

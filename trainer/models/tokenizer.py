@@ -8,6 +8,7 @@ Each family's own tokenizer (WordPiece, SentencePiece, a hub preprocessor)
 lives beside its model and subclasses `Tokenizer`.
 """
 
+from collections.abc import Callable
 import dataclasses
 import hashlib
 
@@ -84,6 +85,23 @@ def fingerprint_of(kind: str, data: bytes) -> str:
     return f"{kind}:{hashlib.sha256(data).hexdigest()[:16]}"
 
 
+class _TracedSteps:
+    """A tokenizer's `encode` and `count` as tf.functions of a batch of texts or of pairs, each traced once.
+
+    Every input pipeline, evaluation and serving graph calls the same trace: tracing tensorflow-text's
+    ragged ops took 1-2 s each time. No AutoGraph: the steps branch only on Python values, and its source
+    rewrite of them took seconds more. A plain object, not tf.Module attributes, so that saving a
+    SavedModel does not trace them again; the serving graph holds its own call.
+    """
+
+    def __init__(self, encode: Callable, count: Callable):
+        texts, pairs = [tf.TensorSpec([None], tf.string)], [tf.TensorSpec([None], tf.string)] * 2
+        self.encode_texts = tf.function(lambda t: encode(t, None), input_signature=texts, autograph=False)
+        self.encode_pairs = tf.function(encode, input_signature=pairs, autograph=False)
+        self.count_texts = tf.function(lambda t: count(t, None), input_signature=texts, autograph=False)
+        self.count_pairs = tf.function(count, input_signature=pairs, autograph=False)
+
+
 class Tokenizer(tf.Module):
     """Shared steps: clean, tokenize (subclass), truncate, add [CLS]/[SEP] and pad.
 
@@ -102,6 +120,7 @@ class Tokenizer(tf.Module):
         # prepared token shards record it, and training on them checks it.
         self.fingerprint = fingerprint
         self._cls_id = self._sep_id = self._pad_id = 0
+        self._traced = _TracedSteps(self._encode, self._count)
 
     @classmethod
     def check_vocabulary(cls, path: str, flag: str) -> None:
@@ -143,12 +162,18 @@ class Tokenizer(tf.Module):
 
     def __call__(self, texts: tf.Tensor, text_pairs: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
         """Encoder inputs of a batch of texts, or of text pairs (`text_pairs`, as many as `texts`)."""
+        return self._traced.encode_texts(texts) if text_pairs is None else self._traced.encode_pairs(texts, text_pairs)
+
+    def lengths(self, texts: tf.Tensor, text_pairs: tf.Tensor | None = None) -> tf.Tensor:
+        """Tokens each text (or pair) occupies after truncation, special tokens included: int32 [batch]."""
+        return self._traced.count_texts(texts) if text_pairs is None else self._traced.count_pairs(texts, text_pairs)
+
+    def _encode(self, texts: tf.Tensor, text_pairs: tf.Tensor | None) -> dict[str, tf.Tensor]:
         inputs = {key: tf.cast(value, tf.int32) for key, value in self._pack(self._segments(texts, text_pairs)).items()}
         # A static sequence length lets tf.distribute build well-formed empty batches
         # for idle replicas, and XLA compile once per length.
         return {key: tf.ensure_shape(value, [None, self.seq_length]) for key, value in inputs.items()}
 
-    def lengths(self, texts: tf.Tensor, text_pairs: tf.Tensor | None = None) -> tf.Tensor:
-        """Tokens each text (or pair) occupies after truncation, special tokens included: int32 [batch]."""
+    def _count(self, texts: tf.Tensor, text_pairs: tf.Tensor | None) -> tf.Tensor:
         segments = self._segments(texts, text_pairs)
         return tf.cast(tf.add_n([s.row_lengths() for s in segments]) + len(segments) + 1, tf.int32)

@@ -33,6 +33,8 @@ def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor], num_
     result is the same as one call on the whole batch (padding is masked, and
     nothing in inference mixes examples), in the original order.
     """
+    # The loop below needs AutoGraph; the model, branching only on Python values, does not.
+    infer = tf.autograph.experimental.do_not_convert(lambda chunk: model(chunk, training=False))
     lengths = tf.reduce_sum(features["input_mask"], axis=1)
     order = tf.argsort(lengths, stable=True)
     num_texts = tf.size(order)
@@ -45,7 +47,7 @@ def logits_by_length(model: tf_keras.Model, features: dict[str, tf.Tensor], num_
         longest = tf.reduce_max(tf.gather(lengths, rows))
         length = tf.minimum((longest + LENGTH_MULTIPLE - 1) // LENGTH_MULTIPLE * LENGTH_MULTIPLE, max_length)
         chunk = {key: tf.gather(value, rows)[:, :length] for key, value in features.items()}
-        chunks = chunks.write(i, tf.cast(model(chunk, training=False), tf.float32))
+        chunks = chunks.write(i, tf.cast(infer(chunk), tf.float32))
     return tf.scatter_nd(order[:, tf.newaxis], chunks.concat(), [num_texts, *row_shape])
 
 
@@ -83,7 +85,8 @@ class ServingModule(tf.Module):
             def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
                 return outputs(tokenizer(text))
 
-        self.serve = serve
+        # Kept traced: saving a tf.function would trace it again (and the tokenizer and model inside).
+        self.serve = serve.get_concrete_function()
 
 
 def _remove_abandoned_exports(export_dir: str) -> None:
@@ -127,7 +130,7 @@ def export(task: Task, tokenizer: Tokenizer, model: tf_keras.Model, export_dir: 
     else:
         os.rename(tmp, final)
     inputs = "text, text_pair" if task.pairs else "text"
-    outputs = ", ".join(sorted(module.serve.get_concrete_function().structured_outputs))
+    outputs = ", ".join(sorted(module.serve.structured_outputs))
     logging.info("Exported serving model to %s (signature %r: %s -> %s).", final, SIGNATURE, inputs, outputs)
     return final
 

@@ -68,7 +68,9 @@ def build_train_step(
             f"in packs of about {bytes_per_pack:,} bytes" if bytes_per_pack else "in one pack",
         )
 
-    @tf.function(jit_compile=jit_compile)
+    # The model and the task's step branch only on Python values (training, dropout rates, pooling), so
+    # AutoGraph's source rewrite of every layer's call, seconds at each trace, is skipped.
+    @tf.function(jit_compile=jit_compile, autograph=False)
     def forward_backward(features, labels, weights):
         return task.train_step(model, features, labels, weights, global_batch_size, scale_loss)
 
@@ -150,7 +152,7 @@ def build_eval_step(
     """`run(batch)` adds one distributed batch (features, labels, weights) to `metrics`; for a task that
     collects predictions it returns the batch's (labels, outputs, weights), gathered from every replica."""
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=jit_compile, autograph=False)  # As forward_backward: no AutoGraph rewrite.
     def outputs_fn(features):
         return model(features, training=False)
 
