@@ -171,6 +171,7 @@ def serve_outputs_in_fresh_process(export_path, texts: list[str], cwd, text_pair
     """The serving signature's outputs, from a process that imports only tensorflow and tensorflow_text."""
     env = subprocess_env()
     env.pop("PYTHONPATH")
+    env.pop("TF_USE_LEGACY_KERAS", None)  # Set by importing trainer; a serving client has TensorFlow's default.
     inputs = {"text": texts, **({"text_pair": text_pairs} if text_pairs is not None else {})}
     served = subprocess.run(
         [sys.executable, "-c", _SERVE_SCRIPT, str(export_path)],

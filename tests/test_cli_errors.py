@@ -70,3 +70,15 @@ def test_bad_data_path_fails_with_a_named_cause(data_flag, message, tmp_path, vo
     (tmp_path / "wrong_layout" / "review.txt").write_text("great")
     process = run_trainer(tmp_path / "run", vocab_path, tmp_path / data_flag)
     check_refused(process, message)
+
+
+def test_the_trainer_starts_without_importing_keras_3():
+    # Its models are tf_keras models; Keras 3 (and the matplotlib it pulls in) cost ~2 s of every start.
+    env = subprocess_env()
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    listing = "import sys, trainer.main; print(sorted(m for m in sys.modules if m.split('.')[0] == 'keras'))"
+    process = subprocess.run(
+        [sys.executable, "-c", listing], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.strip().splitlines()[-1] == "[]"
