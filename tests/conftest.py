@@ -11,10 +11,13 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 
+import forkserver
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -94,11 +97,45 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def trainer_command(model_dir, vocab_path, data_path, *flags: str) -> list[str]:
+# `python`, as a fork of the session's preloaded server where that is the same thing
+# (tests/forkserver.py): the process still stands for the run, with its output, signals and status.
+PYTHON = [sys.executable, str(REPO / "tests" / "forkserver.py")]
+FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trainer_forkserver(tmp_path_factory):
+    """Starts the session's fork server; runs exec Python themselves until it listens."""
+    # A short directory of its own: a Unix socket's path is limited to 107 bytes.
+    socket_path = pathlib.Path(tempfile.mkdtemp(prefix="forkserver-")) / "socket"
+    log = tmp_path_factory.mktemp("forkserver") / "server.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, PYTHON[1], "serve", str(socket_path)],
+            env=subprocess_env(),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    os.environ[forkserver.SOCKET_VARIABLE] = str(socket_path)
+    yield
+    del os.environ[forkserver.SOCKET_VARIABLE]
+    server.terminate()
+    server.wait(timeout=60)
+    shutil.rmtree(socket_path.parent, ignore_errors=True)
+
+
+def trainer_command(
+    model_dir, vocab_path, data_path, *flags: str, fault: str | None = None, own_process: bool = False
+) -> list[str]:
+    """trainer.main on the smoke config; with `fault`, under tests/fault_injection.py; with
+    `own_process`, in a process of its own, never a fork (for a test of the process itself)."""
+    python = [sys.executable] if own_process else PYTHON
+    program = [FAULT_SCRIPT, fault] if fault else ["-m", "trainer.main"]
     return [
-        sys.executable,
-        "-m",
-        "trainer.main",
+        *python,
+        *program,
         f"--config={SMOKE_CONFIG}",
         f"--config.model.vocab_path={vocab_path}",
         f"--config.data.path={data_path}",
@@ -108,11 +145,17 @@ def trainer_command(model_dir, vocab_path, data_path, *flags: str) -> list[str]:
 
 
 def run_trainer(
-    model_dir, vocab_path, data_path, *flags: str, timeout: float = 300, env: dict | None = None
+    model_dir,
+    vocab_path,
+    data_path,
+    *flags: str,
+    timeout: float = 300,
+    env: dict | None = None,
+    fault: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Runs trainer.main to completion; returns the process with its log in .stderr."""
     return subprocess.run(
-        trainer_command(model_dir, vocab_path, data_path, *flags),
+        trainer_command(model_dir, vocab_path, data_path, *flags, fault=fault),
         env=env or subprocess_env(),
         cwd=REPO,
         capture_output=True,

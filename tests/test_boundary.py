@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 import json
 import shutil
 import subprocess
-import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +20,7 @@ from trainer import experiment
 from trainer.config import Experiment
 from trainer.errors import UserError
 
-from conftest import REPO, check_ok, check_refused, run_trainer, snapshot, subprocess_env
+from conftest import PYTHON, REPO, check_ok, check_refused, run_trainer, snapshot, subprocess_env
 
 # ----- the schema, every key -----
 
@@ -166,7 +165,7 @@ def test_every_refusal_exits_2_with_one_line_and_leaves_the_run_untouched(traine
         shutil.copytree(trained_run.model_dir, model_dir)
         env = {**subprocess_env(), **environ}
         if flags[0].startswith("--config="):  # A config file of its own, as a user would give it.
-            command = [sys.executable, "-m", "trainer.main", *flags, f"--model_dir={model_dir}"]
+            command = [*PYTHON, "-m", "trainer.main", *flags, f"--model_dir={model_dir}"]
             process = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
         else:
             process = run_trainer(model_dir, vocab_path, imdb_dir, "--strategy=default", *flags, env=env)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, check_refused, run_trainer, subprocess_env
+from conftest import PYTHON, REPO, check_refused, run_trainer, subprocess_env
 
 CASES = {
     "unknown config key": (["--config.train.batch_sise=3"], r"batch_sise"),
@@ -48,7 +48,7 @@ def test_bad_flags_fail_with_a_named_cause(case, tmp_path, vocab_path, imdb_dir)
 def test_unknown_key_in_the_default_config_is_named_without_a_traceback(tmp_path):
     # Without --config, ml_collections applies overrides while the flag is defined.
     process = subprocess.run(
-        [sys.executable, "-m", "trainer.main", "--config.train.batch_sise=3", f"--model_dir={tmp_path}"],
+        [*PYTHON, "-m", "trainer.main", "--config.train.batch_sise=3", f"--model_dir={tmp_path}"],
         env=subprocess_env(),
         cwd=REPO,
         capture_output=True,

@@ -13,7 +13,6 @@ import pathlib
 import re
 import signal
 import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -36,7 +35,6 @@ from conftest import (
     trainer_command,
 )
 
-FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
 INTERVAL = 10
 RUN = (
     "--config.train.steps=40",
@@ -49,9 +47,8 @@ TIMEOUT = 300
 
 
 def run_with_fault(fault: str, model_dir, vocab_path, data_path, *flags: str) -> subprocess.CompletedProcess:
-    command = trainer_command(model_dir, vocab_path, data_path, *flags)
     return subprocess.run(
-        [sys.executable, FAULT_SCRIPT, fault, *command[3:]],
+        trainer_command(model_dir, vocab_path, data_path, *flags, fault=fault),
         env=subprocess_env(),
         cwd=REPO,
         capture_output=True,
@@ -60,11 +57,13 @@ def run_with_fault(fault: str, model_dir, vocab_path, data_path, *flags: str) ->
     )
 
 
-def act_at(model_dir, vocab_path, data_path, flags, marker: str, action) -> tuple[subprocess.Popen, str]:
+def act_at(
+    model_dir, vocab_path, data_path, flags, marker: str, action, own_process: bool = False
+) -> tuple[subprocess.Popen, str]:
     """Starts a training run, calls action(process) at its first log line containing `marker`,
     and returns the process (exited, or still running if the action left it so) and its log so far."""
     process = subprocess.Popen(
-        trainer_command(model_dir, vocab_path, data_path, *flags),
+        trainer_command(model_dir, vocab_path, data_path, *flags, own_process=own_process),
         env=subprocess_env(),
         cwd=REPO,
         stderr=subprocess.PIPE,
@@ -280,7 +279,10 @@ def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, voc
 def test_a_second_run_on_the_same_model_dir_is_refused_until_the_first_is_gone(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = ("--config.train.steps=5000", "--config.train.checkpoint_every_steps=1000")
-    first, first_log = act_at(model_dir, vocab_path, imdb_dir, flags, "Training steps", lambda p: "leave running")
+    # A process of its own: the refusal must name the pid of the process that holds the lock.
+    first, first_log = act_at(
+        model_dir, vocab_path, imdb_dir, flags, "Training steps", lambda p: "leave running", own_process=True
+    )
     second = run_trainer(model_dir, vocab_path, imdb_dir, *flags)
     check_refused(second, rf"--model_dir={re.escape(str(model_dir))} is in use by pid {first.pid}")
     first.kill()  # A crash: the lock must not outlive it.

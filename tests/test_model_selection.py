@@ -26,6 +26,7 @@ from trainer.training.checkpointing import CheckpointError, restore_model
 from trainer.training.selection import ModelSelection
 
 from conftest import (
+    PYTHON,
     REPO,
     check_ok,
     check_refused,
@@ -307,7 +308,7 @@ def test_a_stopped_run_stays_stopped_a_passed_back_config_resumes_it_and_fixed_k
     rerun = check_ok(
         subprocess.run(
             [
-                sys.executable,
+                *PYTHON,
                 "-m",
                 "trainer.main",
                 f"--config={copy / 'config.json'}",

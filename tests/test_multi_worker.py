@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from trainer.training import checkpointing
 
-from conftest import REPO, SMOKE_CONFIG, check_ok, check_refused, run_trainer, subprocess_env
+from conftest import PYTHON, REPO, SMOKE_CONFIG, check_ok, check_refused, run_trainer, subprocess_env
 from test_report import check_report, run_module
 
 NO_DROPOUT = (
@@ -306,7 +306,7 @@ def test_a_worker_that_cannot_reach_its_peer_fails_naming_it(tmp_path, vocab_pat
     start = time.time()
     process = subprocess.run(
         [
-            sys.executable,
+            *PYTHON,
             "-m",
             "trainer.main",
             "--strategy=multi_worker_mirrored",

@@ -5,7 +5,6 @@ import dataclasses
 import json
 import random
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from trainer.models.bert.tokenizer import WordPieceTokenizer
 from trainer.tasks import labels as labels_lib
 
 from conftest import (
+    PYTHON,
     REPO,
     SMOKE_CONFIG,
     check_ok,
@@ -109,7 +109,7 @@ def test_a_run_trains_from_prepared_shards_and_mismatches_are_refused_untouched(
     write_reviews(data)
     out = tmp_path / "out"
     command = [
-        sys.executable,
+        *PYTHON,
         "-m",
         "trainer.prepare",
         f"--config={SMOKE_CONFIG}",

@@ -6,7 +6,6 @@ once), serving never raises and every probability is finite and in [0, 1].
 
 import random
 import subprocess
-import sys
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +17,7 @@ import tensorflow_text  # noqa: F401  (registers the tokenizer ops of the SavedM
 from trainer.serving import export as export_lib
 from trainer.serving import predict as predict_lib
 
-from conftest import REPO, SMOKE_CONFIG, check_ok, subprocess_env
+from conftest import PYTHON, REPO, SMOKE_CONFIG, check_ok, subprocess_env
 
 MB = 1_000_000
 # Pieces that stress the tokenizer: words it knows, markup, whitespace of every kind,
@@ -167,7 +166,7 @@ def test_predict_takes_empty_and_huge_strings(export_path):
 
 def predict_command(model_dir, vocab_path, *flags) -> list:
     return [
-        sys.executable,
+        *PYTHON,
         "-m",
         "trainer.main",
         f"--config={SMOKE_CONFIG}",

@@ -337,9 +337,8 @@ def test_a_streamed_run_killed_mid_step_resumes_to_the_weights_of_an_uninterrupt
         return re.search(r"Weights digest at step 40: (\w+)", log).group(1)
 
     whole = check_ok(run_trainer(tmp_path / "whole", vocab_path, f"{data}/part-*.csv", *flags))
-    command = trainer_command(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags)
     killed = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "fault_injection.py"), "kill_during_step:25", *command[3:]],
+        trainer_command(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags, fault="kill_during_step:25"),
         env=subprocess_env(),
         cwd=REPO,
         capture_output=True,
