@@ -184,6 +184,11 @@ def serve(path: str) -> None:
             elif key.fileobj is listener:
                 connection, _ = listener.accept()
                 message, descriptors, _, _ = socket.recv_fds(connection, _MAX_REQUEST, 3)
+                if not message:  # A client that only looked whether the server listens.
+                    connection.close()
+                    for fd in descriptors:
+                        os.close(fd)
+                    continue
                 request = json.loads(message)
                 changed = set(request["environment"].items()) ^ set(own_environment.items())
                 read_at_import = sorted({name for name, _ in changed if _READ_AT_IMPORT.match(name)})
