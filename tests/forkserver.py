@@ -77,8 +77,10 @@ def run_client(arguments: list[str]) -> None:
     status = int(ended.split()[1])
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        signal.signal(number, signal.SIG_DFL)
+        if number not in (signal.SIGKILL, signal.SIGSTOP):  # The two that keep their default action.
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
+        sys.exit(128 + number)  # A signal whose default is to be ignored: the shell's status for it.
     sys.exit(os.waitstatus_to_exitcode(status))
 
 

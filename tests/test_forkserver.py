@@ -21,8 +21,8 @@ print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "marker": os.environ
                   "pid": os.getpid(), "tensorflow_loaded": "tensorflow" in sys.modules}), flush=True)
 sys.stderr.write("to stderr\\n")
 action = sys.argv[1]
-if action == "signal":
-    os.kill(os.getpid(), signal.SIGTERM)
+if action.startswith("SIG"):
+    os.kill(os.getpid(), getattr(signal, action))
 if action == "sleep":
     time.sleep(600)
 sys.exit(int(action) if action.isdigit() else 0)
@@ -63,9 +63,10 @@ def test_a_forked_run_has_the_clients_arguments_directory_environment_files_and_
     assert process.returncode == 3 and process.stderr == "to stderr\n"
 
 
-def test_a_run_killed_by_a_signal_ends_its_client_by_the_same_signal(script):
-    process, _ = run(script, "signal")
-    assert process.returncode == -signal.SIGTERM
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL])
+def test_a_run_killed_by_a_signal_ends_its_client_by_the_same_signal(script, number):
+    process, _ = run(script, number.name)
+    assert process.returncode == -number
 
 
 def test_a_sigkill_of_the_client_kills_its_run(script):
