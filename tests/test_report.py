@@ -5,7 +5,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 
 import matplotlib.image
@@ -16,7 +15,7 @@ import tensorflow as tf
 from configs import minilm_imdb_frozen
 from experiments import compare, report
 
-from conftest import REPO, SMOKE_CONFIG, check_ok, read_scalars, subprocess_env
+from conftest import PYTHON, REPO, SMOKE_CONFIG, check_ok, read_scalars, subprocess_env
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -34,7 +33,7 @@ def png_size(path) -> tuple[int, int]:
 
 def run_module(module: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", module, *flags],
+        [*PYTHON, "-m", module, *flags],
         env=subprocess_env(),
         cwd=REPO,
         capture_output=True,
