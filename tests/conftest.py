@@ -99,7 +99,8 @@ def subprocess_env() -> dict[str, str]:
 
 # `python`, as a fork of the session's preloaded server where that is the same thing
 # (tests/forkserver.py): the process still stands for the run, with its output, signals and status.
-PYTHON = [sys.executable, str(REPO / "tests" / "forkserver.py")]
+FORKSERVER = str(REPO / "tests" / "forkserver.py")
+PYTHON = [sys.executable, FORKSERVER]
 FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
 
 
@@ -111,7 +112,7 @@ def trainer_forkserver(tmp_path_factory):
     log = tmp_path_factory.mktemp("forkserver") / "server.log"
     with log.open("w") as log_file:
         server = subprocess.Popen(
-            [sys.executable, PYTHON[1], "serve", str(socket_path)],
+            [sys.executable, FORKSERVER, "serve", str(socket_path)],
             env=subprocess_env(),
             cwd=REPO,
             stdin=subprocess.DEVNULL,

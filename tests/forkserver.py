@@ -154,6 +154,13 @@ def serve(path: str) -> None:
     selector.register(wakeup_read, selectors.EVENT_READ)
     runs: dict[int, socket.socket] = {}  # pid -> its client's connection
 
+    def turn_away(connection: socket.socket, descriptors: list[int], reply: bytes) -> None:
+        if reply:
+            connection.send(reply)
+        connection.close()
+        for fd in descriptors:
+            os.close(fd)
+
     def reap(pid: int, options: int = os.WNOHANG) -> None:
         while True:
             try:
@@ -176,20 +183,15 @@ def serve(path: str) -> None:
         # Dropped clients first: their runs are killed and reaped before any new fork.
         for key, _ in sorted(events, key=lambda event: event[0].fileobj is listener):
             if key.fileobj is wakeup_read:
-                while True:
-                    try:
-                        if not os.read(wakeup_read, 512):
-                            break
-                    except BlockingIOError:
-                        break
+                with contextlib.suppress(BlockingIOError):  # Drained until empty.
+                    while os.read(wakeup_read, 512):
+                        pass
                 reap(-1)
             elif key.fileobj is listener:
                 connection, _ = listener.accept()
                 message, descriptors, _, _ = socket.recv_fds(connection, _MAX_REQUEST, 3)
                 if not message:  # A client that only looked whether the server listens.
-                    connection.close()
-                    for fd in descriptors:
-                        os.close(fd)
+                    turn_away(connection, descriptors, b"")
                     continue
                 request = json.loads(message)
                 changed = set(request["environment"].items()) ^ set(own_environment.items())
@@ -199,10 +201,7 @@ def serve(path: str) -> None:
                         f"exec, for {read_at_import or 'missing standard files'}: {request['arguments'][:3]}",
                         flush=True,
                     )
-                    connection.send(b"exec")
-                    connection.close()
-                    for fd in descriptors:
-                        os.close(fd)
+                    turn_away(connection, descriptors, b"exec")
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()

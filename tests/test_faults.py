@@ -47,14 +47,7 @@ TIMEOUT = 300
 
 
 def run_with_fault(fault: str, model_dir, vocab_path, data_path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        trainer_command(model_dir, vocab_path, data_path, *flags, fault=fault),
-        env=subprocess_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    return run_trainer(model_dir, vocab_path, data_path, *flags, fault=fault, timeout=TIMEOUT)
 
 
 def act_at(

@@ -22,7 +22,7 @@ from trainer.data.tables import Columns
 from trainer.tasks import labels as labels_lib
 from trainer.tasks import registry as task_registry
 
-from conftest import REPO, check_ok, check_refused, run_trainer, subprocess_env, trainer_command
+from conftest import REPO, check_ok, check_refused, run_trainer, subprocess_env
 
 COLUMNS = Columns("text", "", "label")
 WORDS = ["good", "bad", "film", "plot", "the", "and", "great", "boring", "a", "movie"]
@@ -337,14 +337,7 @@ def test_a_streamed_run_killed_mid_step_resumes_to_the_weights_of_an_uninterrupt
         return re.search(r"Weights digest at step 40: (\w+)", log).group(1)
 
     whole = check_ok(run_trainer(tmp_path / "whole", vocab_path, f"{data}/part-*.csv", *flags))
-    killed = subprocess.run(
-        trainer_command(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags, fault="kill_during_step:25"),
-        env=subprocess_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    killed = run_trainer(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags, fault="kill_during_step:25")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     resumed = check_ok(run_trainer(tmp_path / "killed", vocab_path, f"{data}/part-*.csv", *flags))
     assert "resuming at step 20" in resumed.stderr
