@@ -135,6 +135,15 @@ def _become_the_run(request: dict, descriptors: list[int], server_files: list, p
     raise SystemExit(0)  # Up through the server's frames, never back into its loop.
 
 
+def _received(connection: socket.socket) -> bytes:
+    """A byte from a client, or b"" when it hung up; a client killed before it read the server's
+    reply resets the connection instead of closing it."""
+    try:
+        return connection.recv(1)
+    except ConnectionResetError:
+        return b""
+
+
 def serve(path: str) -> None:
     """Preloads, then forks one run per client until the parent (the test session) is gone."""
     parent = os.getppid()
@@ -218,7 +227,7 @@ def serve(path: str) -> None:
                 print(f"pid {pid}: {' '.join(request['arguments'])[:300]}", flush=True)
                 selector.register(connection, selectors.EVENT_READ, pid)
                 connection.send(f"pid {pid}".encode())
-            elif key.data in runs and not key.fileobj.recv(1):
+            elif key.data in runs and not _received(key.fileobj):
                 # Hung up before its run ended: the client was killed, and the run goes with it.
                 os.kill(key.data, signal.SIGKILL)
                 reap(key.data, 0)

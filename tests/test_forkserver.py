@@ -86,6 +86,38 @@ def test_a_sigkill_of_the_client_kills_its_run(script):
     pytest.fail(f"the run (pid {run_pid}) outlived its killed client")
 
 
+def test_a_client_gone_before_the_servers_reply_takes_its_run_not_the_server(script, tmp_path):
+    # A client killed with the server's reply unread resets its connection instead of closing it.
+    output = tmp_path / "output"
+    request = {
+        "arguments": [str(script), "sleep"],
+        "environment": {**subprocess_env(), "FORKSERVER_MARKER": "seen"},
+        "cwd": str(tmp_path),
+    }
+    with (
+        output.open("w") as out,
+        open(os.devnull) as nothing,
+        socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection,
+    ):
+        connection.connect(os.environ[forkserver.SOCKET_VARIABLE])
+        socket.send_fds(connection, [json.dumps(request).encode()], [nothing.fileno(), out.fileno(), out.fileno()])
+        deadline = time.time() + 60
+        while not output.read_text().endswith("\n") and time.time() < deadline:
+            time.sleep(0.1)
+    run_pid = json.loads(output.read_text().splitlines()[0])["pid"]
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(run_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the run (pid {run_pid}) outlived its client")
+    process, seen = run(script, "0")
+    assert process.returncode == 0 and seen["tensorflow_loaded"], "the server is gone: the next run was not a fork"
+
+
 def test_a_variable_read_at_import_gets_a_process_of_its_own(script):
     process = subprocess.Popen(
         [*PYTHON, str(script), "0"],
