@@ -71,6 +71,13 @@ def write_aclimdb(root: pathlib.Path, per_class: dict[str, int], seed: int = 0) 
     return root / "aclImdb"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reads the shared trained run pays for training it: it is in the slow tier."""
+    for item in items:
+        if "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def vocab_path(tmp_path_factory) -> str:
     return str(write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt"))
@@ -105,7 +112,23 @@ FAULT_SCRIPT = str(REPO / "tests" / "fault_injection.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def trainer_forkserver(tmp_path_factory):
+def xla_compilation_cache(tmp_path_factory):
+    """One XLA compilation cache for every process of the session. Each trainer run compiles the
+    same small kernels (the fused kernels, the optimizer's update of each variable shape): the first
+    run compiles them, the others read them back (about 4 s a run). The cache is keyed on the
+    compiled program, so a kernel that differs is compiled afresh."""
+    before = os.environ.get("TF_XLA_FLAGS")
+    cache = tmp_path_factory.mktemp("xla-cache")
+    os.environ["TF_XLA_FLAGS"] = f"{before or ''} --tf_xla_persistent_cache_directory={cache}".strip()
+    yield
+    if before is None:
+        del os.environ["TF_XLA_FLAGS"]
+    else:
+        os.environ["TF_XLA_FLAGS"] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trainer_forkserver(tmp_path_factory, xla_compilation_cache):
     """Starts the session's fork server; runs exec Python themselves until it listens."""
     # A short directory of its own: a Unix socket's path is limited to 107 bytes.
     socket_path = pathlib.Path(tempfile.mkdtemp(prefix="forkserver-")) / "socket"
