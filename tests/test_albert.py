@@ -302,6 +302,7 @@ class HubStyleAlbertPreprocessor(tf.Module):
         return {"input_word_ids": word_ids, "input_mask": mask, "input_type_ids": type_ids}
 
 
+@pytest.mark.slow
 def test_hub_albert_preprocessor_tokenizes_like_the_native_sentencepiece_tokenizer(tmp_path, spiece_path):
     """The hub path takes ALBERT's rank-2 `tokenize`, and truncates as the config says."""
     handle = str(tmp_path / "albert_preprocess")
@@ -348,6 +349,7 @@ def test_task_builds_albert_from_a_pretrained_directory(tmp_path, spiece_path):
     np.testing.assert_allclose(model.encoder(inputs)["pooled_output"], encoder(inputs)["pooled_output"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_albert_smoke_run_trains_exports_and_serves(tmp_path, monkeypatch, spiece_path, imdb_dir):
     monkeypatch.setattr(conftest, "SMOKE_CONFIG", ALBERT_SMOKE_CONFIG)
     model_dir = tmp_path / "run"

@@ -508,6 +508,7 @@ def test_a_validation_fraction_that_leaves_a_split_empty_is_rejected(tmp_path, f
 # ----- end to end -----
 
 
+@pytest.mark.slow
 def test_trainer_trains_on_a_messy_tree_and_logs_the_counts(tmp_path, vocab_path):
     tree = write_aclimdb(tmp_path / "data", {"train": 24, "test": 8})
     rng = np.random.default_rng(0)

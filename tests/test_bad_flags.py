@@ -53,6 +53,7 @@ def test_bad_flags_stop_before_the_model_is_built(case, tmp_path, vocab_path, im
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_no_validation_split_trains_and_reports_the_test_split_only(tmp_path, vocab_path, imdb_dir):
     process = check_ok(
         run_trainer(tmp_path, vocab_path, imdb_dir, "--config.data.validation_fraction=0", "--config.train.steps=2")

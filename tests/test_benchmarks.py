@@ -48,6 +48,7 @@ def _run(script: str, *args: str, env: dict | None = None, timeout: float = 600)
     )
 
 
+@pytest.mark.slow
 def test_trainer_bench_quick_emits_one_record_per_measurement(tmp_path, vocab_path):
     reviews = _write_reviews(tmp_path / "reviews.jsonl")
     process = _run(
@@ -183,6 +184,7 @@ def test_rate_summary_weighs_steps_by_time():
     assert summary["mean"] == pytest.approx(96 / 6)
 
 
+@pytest.mark.slow
 def test_iterator_teardown_times_every_build_of_a_distributed_iterator():
     process = _run("iterator_teardown.py", "--lifetimes=1", "--repeats=2", "--read_interval=0.1", timeout=300)
     assert process.returncode == 0, process.stderr[-2000:]
@@ -220,6 +222,7 @@ def test_gpu_scaling_sets_the_best_1_gpu_rate_beside_the_h200_reference():
     assert "not run" in bench_report.format_peer_reference(records, "BERT-base").splitlines()[2]
 
 
+@pytest.mark.slow
 def test_gpu_scaling_without_gpu_fails_with_a_clear_message():
     # Hidden GPUs: the same outcome on a machine that has some.
     env = {**subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}
@@ -266,6 +269,7 @@ def test_peer_env_help_installs_nothing(tmp_path):
     assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
 
 
+@pytest.mark.slow
 def test_corpus_bench_builds_the_corpora_and_measures_every_format(tmp_path, imdb_archive, vocab_path):
     import csv
     import gzip

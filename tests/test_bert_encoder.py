@@ -150,6 +150,7 @@ PARAPHRASES = [
 ]
 
 
+@pytest.mark.slow
 def test_minilm_import_gives_real_sentence_embeddings():
     """MiniLM was trained as a sentence embedder: paraphrases must sit far closer than unrelated pairs.
 

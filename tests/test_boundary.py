@@ -49,6 +49,7 @@ ODD_VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.lists(st.tuples(st.sampled_from([*KEYS, "train.typo", "model.bert.extra", "data"]), ODD_VALUES)))
 def test_every_config_is_either_valid_or_a_user_error(changes):

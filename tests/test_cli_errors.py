@@ -72,6 +72,7 @@ def test_bad_data_path_fails_with_a_named_cause(data_flag, message, tmp_path, vo
     check_refused(process, message)
 
 
+@pytest.mark.slow
 def test_the_trainer_starts_without_importing_keras_3():
     # Its models are tf_keras models; Keras 3 (and the matplotlib it pulls in) cost ~2 s of every start.
     env = subprocess_env()

@@ -85,6 +85,7 @@ def assert_same_elements(local: list, remote: list) -> None:
 # --- batches through the service ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tokenized_batches_through_the_service_equal_local_ones(dispatcher, examples):
     # Two input pipelines of 2 replicas each, read at the same time as two training workers would:
     # each gets its own job, and all of its own batches, in the plan's order.
@@ -108,6 +109,7 @@ def test_tokenized_batches_through_the_service_equal_local_ones(dispatcher, exam
     assert not np.array_equal(local[0][0][0]["input_word_ids"], local[1][0][0]["input_word_ids"])
 
 
+@pytest.mark.slow
 def test_streamed_training_batches_through_the_service_equal_local_ones(dispatcher, tmp_path, vocab_path):
     # The streamed path: shuffled shards, length buckets, the resume skip, then the service.
     rng = random.Random(1)
@@ -132,6 +134,7 @@ def test_streamed_training_batches_through_the_service_equal_local_ones(dispatch
     release_iterators()
 
 
+@pytest.mark.slow
 def test_a_job_name_given_twice_is_not_shared(dispatcher):
     # A consumer naming an existing job joins it whatever its dataset; distribute makes each call its own job.
     first = service.distribute(tf.data.Dataset.range(5), dispatcher, "train")
@@ -227,6 +230,7 @@ def _lines(stream) -> queue.Queue:
     return lines
 
 
+@pytest.mark.slow
 def test_launcher_serves_a_working_address_and_stops_cleanly_on_sigterm(tmp_path, examples):
     env = dict(subprocess_env(), PYTHON=sys.executable)
     launcher = subprocess.Popen(

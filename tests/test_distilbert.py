@@ -494,6 +494,7 @@ def test_random_encoder_longer_than_its_positions_is_refused(vocab_path):
         build_task(parse(config))
 
 
+@pytest.mark.slow
 def test_distilbert_smoke_run_trains_exports_and_serves(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     sizes = {

@@ -90,6 +90,7 @@ def last_logged_step(log: str) -> int:
     return max([int(s) for s in re.findall(r"step (\d+)/\d+ ", log)] or [0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fault",
     ["kill_during_step:25", "kill_before_checkpoint_state:3", "kill_during_eval:1", "kill_during_export"],
@@ -119,6 +120,7 @@ def test_a_kill_at_any_point_resumes_from_the_last_complete_checkpoint(fault, tm
     assert all(0 <= p <= 1 for p in probabilities)
 
 
+@pytest.mark.slow
 def test_a_kill_while_an_export_is_replaced_never_leaves_a_partial_version(tmp_path, vocab_path, imdb_dir):
     model_dir, short = tmp_path / "run", ("--config.train.steps=10", "--config.train.checkpoint_every_steps=10")
     check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *short))
@@ -175,6 +177,7 @@ def test_non_chief_copies_go_to_local_scratch_and_leftovers_are_removed_at_start
     assert not scratch.exists() and os.listdir(model_dir) == []
 
 
+@pytest.mark.slow
 def test_a_torn_checkpoint_file_is_skipped_for_the_previous_one(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     check_ok(run_trainer(model_dir, vocab_path, imdb_dir, *RUN))
@@ -186,6 +189,7 @@ def test_a_torn_checkpoint_file_is_skipped_for_the_previous_one(tmp_path, vocab_
     assert json.loads((model_dir / "metrics.json").read_text())["step"] == 45
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = (
@@ -209,6 +213,7 @@ def poisoned_example(step: int) -> int:
     return int(plan.indices[step][0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
 def test_a_nan_loss_stops_at_once_naming_the_step_and_the_last_good_checkpoint(
     precision, tmp_path, vocab_path, imdb_dir
@@ -229,6 +234,7 @@ def test_a_nan_loss_stops_at_once_naming_the_step_and_the_last_good_checkpoint(
     assert "Traceback" not in process.stderr
 
 
+@pytest.mark.slow
 def test_the_skip_policy_rolls_back_and_skips_the_poisoned_batch(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     # 15 steps stay inside the first epoch (16 batches), so the poisoned example comes once.
@@ -255,6 +261,7 @@ def test_the_skip_policy_rolls_back_and_skips_the_poisoned_batch(tmp_path, vocab
     assert "the 1 skips allowed by --config.train.max_nan_skips are used up" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     process = run_with_fault(
@@ -269,6 +276,7 @@ def test_a_collapsing_float16_loss_scale_is_reported_not_looped_on(tmp_path, voc
     assert checkpoint_steps(model_dir)[-1] == 10 and "Traceback" not in process.stderr
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_model_dir_is_refused_until_the_first_is_gone(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "run"
     flags = ("--config.train.steps=5000", "--config.train.checkpoint_every_steps=1000")
@@ -315,6 +323,7 @@ def test_a_model_dir_without_room_is_refused_before_training(tmp_path, vocab_pat
     assert "Training steps" not in process.stderr
 
 
+@pytest.mark.slow
 def test_a_disk_filling_up_mid_run_leaves_no_corrupt_checkpoint(tmp_path, vocab_path, imdb_dir):
     with tmpfs(tmp_path / "disk", "size=8m") as disk:
         model_dir = disk / "run"
@@ -343,6 +352,7 @@ def test_a_disk_filling_up_mid_run_leaves_no_corrupt_checkpoint(tmp_path, vocab_
         assert json.loads((model_dir / "metrics.json").read_text())["step"] == 200
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_bit_identical_losses_and_weights(tmp_path, vocab_path, imdb_dir):
     runs = []
     for name in ("first", "second"):

@@ -69,6 +69,7 @@ def hub_models(tmp_path_factory, vocab_path) -> tuple[str, str]:
     return str(root / "encoder"), str(root / "preprocessor")
 
 
+@pytest.mark.slow
 def test_hub_preprocessor_packs_pairs_like_the_native_tokenizer(hub_models, vocab_path):
     texts = tf.constant(["good great wonderful excellent love brilliant", "a", ""])
     pairs = tf.constant(["bad awful", "the plot was " * 20, "fun"])
@@ -102,6 +103,7 @@ def test_a_directory_that_is_not_a_saved_model_is_rejected(tmp_path):
         hub_loading.load(str(tmp_path), "--config.model.hub_encoder")
 
 
+@pytest.mark.slow
 def test_train_and_export_with_a_hub_encoder(hub_models, tmp_path, vocab_path, imdb_dir):
     encoder, preprocessor = hub_models
     check_ok(

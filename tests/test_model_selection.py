@@ -257,6 +257,7 @@ def _averaged_outputs(model_dir: pathlib.Path, checkpoint: str | None, texts: li
     return task.serving_outputs(outputs)["probability"].numpy()
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_and_exports_the_best_beside_the_last(selection_run):
     model_dir, log = selection_run
     assert "Early stopping at step 30" in log
@@ -281,6 +282,7 @@ def test_early_stopping_keeps_and_exports_the_best_beside_the_last(selection_run
     assert profile_files and "Profiling steps 3..6" in log
 
 
+@pytest.mark.slow
 def test_evaluate_any_checkpoint_with_its_averages(selection_run, vocab_path, imdb_dir, tmp_path):
     model_dir, _ = selection_run
     copy = tmp_path / "copy"
@@ -292,6 +294,7 @@ def test_evaluate_any_checkpoint_with_its_averages(selection_run, vocab_path, im
         assert evaluated[name] == pytest.approx(expected[name], abs=1e-5), name
 
 
+@pytest.mark.slow
 def test_a_stopped_run_stays_stopped_a_passed_back_config_resumes_it_and_fixed_keys_are_refused(
     selection_run, vocab_path, imdb_dir, tmp_path
 ):
@@ -337,6 +340,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_continuous_evaluator_beside_training_matches_evaluate_mode_at_each_step(vocab_path, imdb_dir, tmp_path):
     model_dir = tmp_path / "run"
     worker = f"127.0.0.1:{_free_port()}"
@@ -388,6 +392,7 @@ def test_a_continuous_evaluator_beside_training_matches_evaluate_mode_at_each_st
 # ----- packaging -----
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, module", [("bert-trainer", "trainer.main"), ("bert-trainer-report", "experiments.report")]
 )

@@ -30,6 +30,9 @@ NO_DROPOUT = (
 )
 TIMEOUT = 300
 
+# Every test here starts a cluster of trainer processes.
+pytestmark = pytest.mark.slow
+
 
 def cluster_command(num_workers: int, model_dir, vocab_path, data_path, *flags: str) -> list[str]:
     return [

@@ -5,6 +5,7 @@ batches cut to their length buckets give the loss and gradients of the same batc
 import random
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from configs import smoke
@@ -53,6 +54,7 @@ def test_chunks_cut_to_their_lengths_give_the_outputs_of_one_call(vocab_path):
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_batches_cut_to_their_bucket_lengths_train_as_the_same_batches_padded_to_seq_length(vocab_path):
     """Length buckets change what a batch is padded to, never the math: on the in-memory plan's batches of
     four bucket lengths, the loss and every gradient equal those of the same batch padded to seq_length."""

@@ -104,6 +104,7 @@ def test_training_batches_from_prepared_shards_equal_those_from_the_raw_text(tmp
             np.testing.assert_array_equal(features[name], value, err_msg=name)
 
 
+@pytest.mark.slow
 def test_a_run_trains_from_prepared_shards_and_mismatches_are_refused_untouched(tmp_path, vocab_path):
     data = tmp_path / "reviews.csv"
     write_reviews(data)

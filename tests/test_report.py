@@ -152,6 +152,7 @@ def encoder_weights(model_dir, step: int) -> dict[str, np.ndarray]:
     return {name: reader.get_tensor(name) for name in names}
 
 
+@pytest.mark.slow
 def test_compare_trains_frozen_and_finetuned_from_the_same_weights(tmp_path, vocab_path, imdb_dir):
     model_dir = tmp_path / "frozen_vs_finetuned"
     flags = (
@@ -476,6 +477,7 @@ def test_multiclass_confusion_matrix_grows_with_the_classes(tmp_path):
     assert report.pixel_size("confusion_matrix.png", 500) == (3000 + 340, 3000 + 260)
 
 
+@pytest.mark.slow
 def test_comparison_of_a_multiclass_and_a_regression_run(typed_runs, tmp_path):
     output_dir = tmp_path / "report"
     names = ["stars", "score"]

@@ -125,6 +125,7 @@ def test_a_1mb_text_is_served_like_any_other(serve, piece, neighbours):
     probabilities(serve, [huge(piece), *neighbours])
 
 
+@pytest.mark.slow
 def test_huge_texts_of_every_kind_in_one_batch(serve):
     batch = [huge(b"great film "), huge(b"x"), huge("😀".encode()), huge(b"<br />"), huge(b"\xff\xfe"), huge(b" ")]
     batch.append(bytes(random.Random(0).getrandbits(8) for _ in range(MB)))
@@ -150,6 +151,7 @@ def test_a_batch_of_2000_mixed_texts(serve, seed):
     np.testing.assert_allclose(empty, empty[0], atol=1e-5)
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=5)
 @given(texts=st.lists(TEXTS, max_size=150))
 def test_predict_returns_one_probability_per_text(export_path, texts):

@@ -125,6 +125,7 @@ def test_mixed_bfloat16_warns_only_on_a_cpu_known_to_emulate_it(monkeypatch, cap
         assert warnings == []
 
 
+@pytest.mark.slow
 def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(
     tmp_path, vocab_path, imdb_dir, plain_float32_losses
 ):
@@ -159,6 +160,7 @@ def test_xla_and_bucketing_train_the_same_losses_as_the_plain_graph(
     assert compilations and int(compilations.group(1)) == 1
 
 
+@pytest.mark.slow
 def test_mixed_precision_modes_train(tmp_path, vocab_path, imdb_dir, plain_float32_losses):
     for precision in ("mixed_bfloat16", "mixed_float16"):
         model_dir = tmp_path / precision

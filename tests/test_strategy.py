@@ -106,6 +106,7 @@ def test_an_embedding_gradient_is_made_dense_only_when_that_sends_fewer_rows():
     np.testing.assert_array_equal(tf.convert_to_tensor(sparse).numpy()[1], [2, 2])
 
 
+@pytest.mark.slow
 def test_a_bfloat16_all_reduce_keeps_the_float32_loss_trajectory(tmp_path, vocab_path, imdb_dir):
     """The stated tolerance: over 30 steps, every logged loss within 0.02 of the float32 all-reduce's."""
     losses = {}

@@ -272,6 +272,7 @@ def test_labels_encode_in_tensorflow_as_the_in_memory_rules_do():
     assert not bool(labels_lib.encode_multi_hot(tf.constant("2|11"), table, 3, "|")[1])
 
 
+@pytest.mark.slow
 def test_two_workers_read_their_own_files_once_each_on_loopback(tmp_path, vocab_path):
     """Two workers stream shards of unequal sizes (tests/stream_probe.py): by the numbers they received,
     each read only its own files, an evaluation pass saw every record once across both, and the first
@@ -310,6 +311,7 @@ def test_two_workers_read_their_own_files_once_each_on_loopback(tmp_path, vocab_
         assert len(set(trained[:first_epoch])) == first_epoch
 
 
+@pytest.mark.slow
 def test_a_streamed_run_killed_mid_step_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, vocab_path):
     """SIGKILL in the middle of step 25 of 40, then a restart from the step-20 checkpoint: the input
     position is restored (the batches after it are the same), so the final weights are bit-identical.
@@ -344,6 +346,7 @@ def test_a_streamed_run_killed_mid_step_resumes_to_the_weights_of_an_uninterrupt
     assert digest(resumed.stderr) == digest(whole.stderr)
 
 
+@pytest.mark.slow
 def test_a_damaged_shard_is_named_at_start_or_stops_the_run_after_a_checkpoint(tmp_path, vocab_path):
     """A TFRecord shard damaged in its middle (past the first record, which its schema check reads). Met by
     the label sample at start: exit 2 naming it, nothing written. Met only in training (a small

@@ -44,6 +44,7 @@ def vocab_ids(vocab_path: str) -> dict[str, int]:
 LONG = "good great wonderful excellent love brilliant"  # 6 tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first,second,seq_length,kind,kept_first,kept_second",
     [
@@ -105,6 +106,7 @@ def test_label_vocabulary_is_sorted_numerically_for_numbers_and_checked():
 # ----- heads -----
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "mean", "cls_mean"])
 def test_every_pooling_trains_the_whole_encoder_and_only_unused_weights_get_zero_gradients(vocab_path, pooling):
     config = smoke.get_config()
@@ -261,6 +263,7 @@ TEXTS = ["A wonderful, moving film.", "Dull, boring and awful.", "the plot"]
 PAIRS = ["great fun", "awful mess", "good"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["multiclass", "regression", "multilabel", "pair"])
 def test_each_task_type_trains_exports_and_serves_the_same_outputs(kind, tmp_path, vocab_path, imdb_dir):
     data, flags, pairs = imdb_dir, [f"--config.task.type={kind}"], None
@@ -328,6 +331,7 @@ def test_each_task_type_trains_exports_and_serves_the_same_outputs(kind, tmp_pat
 PAIR_COLUMNS = ("--config.data.text_column=first", "--config.data.text_pair_column=second")
 
 
+@pytest.mark.slow
 def test_bad_labels_and_pairs_are_refused_naming_file_and_line(tmp_path, vocab_path):
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(

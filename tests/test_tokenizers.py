@@ -1,5 +1,6 @@
 """WordPiece tokenization inside TensorFlow."""
 
+import pytest
 import tensorflow as tf
 
 from trainer.models.bert.tokenizer import WordPieceTokenizer
@@ -58,6 +59,7 @@ def kept_words(vocab_path: str, truncation: str, text: str, seq_length: int = 8,
     return [words[i] for i, keep in zip(out["input_word_ids"][0].numpy(), out["input_mask"][0].numpy()) if keep]
 
 
+@pytest.mark.slow
 def test_truncation_strategies_keep_head_tail_or_both_ends(vocab_path):
     text = " ".join(WORDS)  # 9 tokens; 6 fit between [CLS] and [SEP]
     assert kept_words(vocab_path, "head", text)[1:-1] == WORDS[:6]

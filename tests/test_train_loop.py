@@ -13,6 +13,7 @@ from trainer.data.sources import Examples, load_splits
 from conftest import build_trainer, make_review
 
 
+@pytest.mark.slow
 def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vocab_path):
     config = smoke.get_config()
     config.model.vocab_path = vocab_path
@@ -70,6 +71,7 @@ def test_eval_with_partial_final_batch_matches_a_direct_computation(tmp_path, vo
     assert np.std(probabilities) > 0 and len({round(p, 2) for p in probabilities.tolist()}) > 5
 
 
+@pytest.mark.slow
 def test_frozen_encoder_trains_only_the_head(tmp_path, vocab_path, imdb_dir):
     config = smoke.get_config()
     config.model.vocab_path = vocab_path

@@ -54,6 +54,7 @@ def test_mirrored_run_learns_and_writes_everything(trained_run):
     assert not [name for name in os.listdir(model_dir / "export") if name.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_one_device_run_lowers_the_loss(tmp_path, vocab_path, imdb_archive):
     check_ok(run_trainer(tmp_path, vocab_path, imdb_archive, "--strategy=one_device", "--config.train.steps=60"))
     losses = read_scalars(tmp_path / "train")["loss"]
