@@ -55,6 +55,18 @@ def run(script, *arguments: str, env: dict | None = None, cwd=None) -> tuple[sub
     return process, json.loads(process.stdout.splitlines()[0])
 
 
+def assert_gone_soon(run_pid: int) -> None:
+    """Fails unless the run `run_pid` (reaped by the server) is gone within 30 s."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(run_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the run (pid {run_pid}) outlived its killed client")
+
+
 def test_a_forked_run_has_the_clients_arguments_directory_environment_files_and_status(script, tmp_path):
     process, seen = run(script, "3", "two words", "\udcff", cwd=tmp_path)
     assert seen["tensorflow_loaded"]  # Imported by the server, before the fork: this run was one.
@@ -76,14 +88,7 @@ def test_a_sigkill_of_the_client_kills_its_run(script):
     assert run_pid != client.pid
     client.kill()
     client.wait(timeout=60)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            os.kill(run_pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"the run (pid {run_pid}) outlived its killed client")
+    assert_gone_soon(run_pid)
 
 
 def test_a_client_gone_before_the_servers_reply_takes_its_run_not_the_server(script, tmp_path):
@@ -104,16 +109,7 @@ def test_a_client_gone_before_the_servers_reply_takes_its_run_not_the_server(scr
         deadline = time.time() + 60
         while not output.read_text().endswith("\n") and time.time() < deadline:
             time.sleep(0.1)
-    run_pid = json.loads(output.read_text().splitlines()[0])["pid"]
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            os.kill(run_pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the run (pid {run_pid}) outlived its client")
+    assert_gone_soon(json.loads(output.read_text().splitlines()[0])["pid"])
     process, seen = run(script, "0")
     assert process.returncode == 0 and seen["tensorflow_loaded"], "the server is gone: the next run was not a fork"
 
